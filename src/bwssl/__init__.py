@@ -1,0 +1,1 @@
+"""bwssl: blockwise self-supervised learning for vision backbones."""

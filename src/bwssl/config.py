@@ -1,0 +1,461 @@
+"""Typed experiment configuration: dataclasses, presets, YAML, dotted overrides.
+
+Every field is checked before any compute starts. A bad value raises
+:class:`ConfigError` with the dotted key, what was given and what is allowed;
+the command line prints that message without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from bwssl.errors import UserError
+
+Regime = Literal["e2e", "simultaneous", "sequential"]
+REGIMES: tuple[str, ...] = get_args(Regime)
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid configuration value, named by its dotted key."""
+
+
+def _fail(key: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclass
+class ModelConfig:
+    """The video ViT encoder, its cut into blocks, and the per-block decoders.
+
+    The clip shape (frames, crop size, channels) is taken from ``data``: the
+    model is built for the clips the data produces.
+    """
+
+    tubelet_size: int = 2
+    """Frames per token (temporal patch size)."""
+    patch_size: int = 16
+    """Pixels per token side (spatial patch size)."""
+    embed_dim: int = 192
+    """Encoder width (DeiT-Tiny 192, DeiT-Small 384)."""
+    depth: int = 12
+    """Number of transformer layers in the encoder."""
+    num_heads: int = 3
+    """Encoder attention heads."""
+    mlp_ratio: float = 4.0
+    """Hidden width of each MLP relative to the embedding width."""
+    num_blocks: int = 4
+    """K, the number of gradient-isolated blocks; must divide ``depth`` unless
+    ``boundaries`` is given."""
+    boundaries: list[int] | None = None
+    """Explicit cut points: layer indices where blocks 2..K start, e.g. [2, 6, 9]
+    for depth 12 and K 4. Overrides the even split."""
+    decoder_depth: int = 4
+    """Layers of each block's decoder."""
+    decoder_dim: int = 192
+    """Width of each decoder."""
+    decoder_heads: int = 3
+    """Attention heads of each decoder."""
+    shared_decoder: bool = False
+    """One decoder shared by all blocks instead of one per block."""
+    grad_checkpointing: bool = False
+    """Recompute encoder layer activations in backward to save memory."""
+
+    def __post_init__(self) -> None:
+        for name in ("tubelet_size", "patch_size", "embed_dim", "depth", "num_heads",
+                     "num_blocks", "decoder_depth", "decoder_dim", "decoder_heads"):
+            if getattr(self, name) < 1:
+                _fail(f"model.{name}", f"must be a positive integer, got {getattr(self, name)}")
+        if self.embed_dim % self.num_heads:
+            _fail("model.num_heads", f"must divide model.embed_dim={self.embed_dim}, "
+                  f"got {self.num_heads}")
+        if self.decoder_dim % self.decoder_heads:
+            _fail("model.decoder_heads", f"must divide model.decoder_dim={self.decoder_dim}, "
+                  f"got {self.decoder_heads}")
+        if self.mlp_ratio <= 0:
+            _fail("model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        if self.boundaries is not None:
+            b = list(self.boundaries)
+            if len(b) != self.num_blocks - 1:
+                _fail("model.boundaries", f"needs num_blocks-1={self.num_blocks - 1} cut points, "
+                      f"got {len(b)}")
+            if b != sorted(set(b)) or (b and (b[0] <= 0 or b[-1] >= self.depth)):
+                _fail("model.boundaries", f"must be strictly increasing layer indices in "
+                      f"1..{self.depth - 1}, got {b}")
+        elif self.depth % self.num_blocks:
+            divisors = [k for k in range(1, self.depth + 1) if self.depth % k == 0]
+            _fail("model.num_blocks", f"must divide model.depth={self.depth} "
+                  f"(allowed: {divisors}), got {self.num_blocks}; or give model.boundaries")
+
+    def block_ranges(self) -> list[tuple[int, int]]:
+        """Layer index ranges [start, stop) of each block."""
+        if self.boundaries is not None:
+            cuts = [0, *self.boundaries, self.depth]
+        else:
+            step = self.depth // self.num_blocks
+            cuts = list(range(0, self.depth + 1, step))
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+@dataclass
+class MaskConfig:
+    """Which tokens are hidden from the encoder."""
+
+    kind: Literal["tube", "random"] = "tube"
+    """``tube``: one spatial mask repeated over time (VideoMAE); ``random``: per token."""
+    ratio: float = 0.9
+    """Fraction of tokens masked, in (0, 1)."""
+    decoder_ratio: float = 1.0
+    """Fraction of the masked tokens each decoder reconstructs (1.0: all).
+    Lower values cut decoder cost (decoder masking)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio < 1.0:
+            _fail("mask.ratio", f"must lie in (0, 1), got {self.ratio}")
+        if not 0.0 < self.decoder_ratio <= 1.0:
+            _fail("mask.decoder_ratio", f"must lie in (0, 1], got {self.decoder_ratio}")
+
+
+@dataclass
+class LossConfig:
+    """The masked reconstruction objective."""
+
+    target: Literal["norm_pixels", "pixels"] = "norm_pixels"
+    """``norm_pixels``: per-patch normalized pixels (VideoMAE default); ``pixels``: raw [0, 1]."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimization, schedule, checkpointing and hardware."""
+
+    epochs: int = 1
+    """Epochs per stage (sequential runs K stages of this many)."""
+    batch_size: int = 8
+    """Clips per optimizer step (split into ``accum_steps`` micro-batches)."""
+    accum_steps: int = 1
+    """Gradient accumulation: micro-batches per optimizer step."""
+    lr: float = 1e-4
+    """Peak learning rate (before batch-size scaling)."""
+    lr_scale_batch: int | None = None
+    """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling)."""
+    min_lr: float = 1e-6
+    """Final learning rate of the cosine schedule."""
+    warmup_epochs: float = 0.0
+    """Linear warmup length, in epochs, at the start of every stage."""
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    clip_grad: float | None = None
+    """Max gradient norm, applied per block (never across blocks)."""
+    checkpoint_every: int = 100
+    """Write checkpoints/last.pt every this many optimizer steps (and at the end)."""
+    log_every: int = 10
+    """Write a metrics.jsonl line every this many steps."""
+    num_workers: int = 0
+    """Data-loader worker processes."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 autocast on GPUs, fp32 on CPU."""
+    compile: bool = False
+    """torch.compile each block and decoder."""
+    progress: bool = True
+    """Show a progress bar."""
+    max_steps: int | None = None
+    """Stop each stage after this many steps (for smoke tests)."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                _fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            _fail("train.num_workers", f"must be >= 0, got {self.num_workers}")
+        if self.batch_size % self.accum_steps:
+            _fail("train.accum_steps", f"must divide train.batch_size={self.batch_size}, "
+                  f"got {self.accum_steps}")
+        if self.lr <= 0:
+            _fail("train.lr", f"must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            _fail("train.betas", f"must be two numbers in [0, 1), got {self.betas}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            _fail("train.clip_grad", f"must be > 0 or null, got {self.clip_grad}")
+        if self.warmup_epochs < 0:
+            _fail("train.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            _fail("train.device", f"allowed: auto, cpu, cuda, cuda:N; got {self.device!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and their format (shared by training and analysis)."""
+
+    name: Literal["auto", "synthetic", "ucf101"] = "auto"
+    """``synthetic``: the embedded procedural dataset; ``ucf101``: needs ``root`` or
+    ``frames_root``; ``auto``: ucf101 when a root is given, else synthetic."""
+    root: str | None = None
+    """UCF101: folder with one subfolder per class (and ucfTrainTestlist)."""
+    frames_root: str | None = None
+    """UCF101: pre-extracted frame folders; used instead of decoding videos."""
+    split_dir: str | None = None
+    """UCF101: the ucfTrainTestlist folder (default: ROOT/ucfTrainTestlist)."""
+    split: int = 1
+    """UCF101 official split, 1, 2 or 3."""
+    num_frames: int = 16
+    """T, frames per clip."""
+    frame_stride: int = 4
+    """Frames between sampled clip frames (clip span = num_frames * frame_stride)."""
+    crop_size: int = 128
+    """Spatial size of the square clip."""
+    channels: int = 3
+    """Colour channels."""
+    resize: Literal["short_side", "none"] = "short_side"
+    """``short_side``: scale the shorter side to ``resize_to`` before cropping."""
+    resize_to: int | None = None
+    """Target short side (default: crop_size * 8 / 7, rounded)."""
+    eval_fraction: float = 0.3
+    """Seeded subsample of the test split used for evaluation."""
+    max_unreadable_fraction: float = 0.05
+    """Stop the run if more than this fraction of clips cannot be read."""
+    synthetic_train: int = 512
+    """Synthetic dataset: training clips."""
+    synthetic_test: int = 256
+    """Synthetic dataset: test clips."""
+    synthetic_classes: int = 10
+    """Synthetic dataset: number of motion classes."""
+    cache_dir: str | None = None
+    """Optional folder for generated clips (synthetic data, gratings)."""
+
+    def __post_init__(self) -> None:
+        if self.name == "auto":
+            self.name = "ucf101" if (self.root or self.frames_root) else "synthetic"
+        if self.split not in (1, 2, 3):
+            _fail("data.split", f"allowed: 1, 2, 3; got {self.split}")
+        for name in ("num_frames", "frame_stride", "crop_size", "channels",
+                     "synthetic_train", "synthetic_test"):
+            if getattr(self, name) < 1:
+                _fail(f"data.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.synthetic_classes < 2:
+            _fail("data.synthetic_classes", f"must be >= 2, got {self.synthetic_classes}")
+        if not 0.0 < self.eval_fraction <= 1.0:
+            _fail("data.eval_fraction", f"must lie in (0, 1], got {self.eval_fraction}")
+        if not 0.0 <= self.max_unreadable_fraction <= 1.0:
+            _fail("data.max_unreadable_fraction",
+                  f"must lie in [0, 1], got {self.max_unreadable_fraction}")
+
+
+@dataclass
+class Config:
+    """One training run: a regime applied to a model on a dataset."""
+
+    regime: Regime = "simultaneous"
+    """``e2e``, ``simultaneous`` or ``sequential``."""
+    seed: int = 0
+    """Seeds weights, data order, augmentations and masks."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        m, d = self.model, self.data
+        if d.crop_size % m.patch_size:
+            _fail("model.patch_size", f"must divide data.crop_size={d.crop_size}, "
+                  f"got {m.patch_size}")
+        if d.num_frames % m.tubelet_size:
+            _fail("model.tubelet_size", f"must divide data.num_frames={d.num_frames}, "
+                  f"got {m.tubelet_size}")
+        n_tokens = self.num_tokens
+        if round(n_tokens * (1 - self.mask.ratio)) < 1:
+            _fail("mask.ratio", f"leaves no visible token out of {n_tokens}; lower it")
+        if self.data.name == "ucf101" and self.data.root is None and self.data.frames_root is None:
+            _fail("data.root", "data.name=ucf101 needs data.root (the UCF101 video folder) "
+                  "or data.frames_root")
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(T', H', W') tokens along time, height and width."""
+        d, m = self.data, self.model
+        s = d.crop_size // m.patch_size
+        return d.num_frames // m.tubelet_size, s, s
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.token_grid
+        return t * h * w
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short content hash of the resolved config."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- building from dicts, with type checks -------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        allowed = " or ".join(_type_name(a) for a in args)
+        _fail(key, f"expected {allowed}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            _fail(key, f"allowed: {', '.join(str(a) for a in get_args(tp))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            _fail(key, f"expected a list, got {value!r}")
+        (inner,) = get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(key, f"expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            _fail(key, f"expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key)
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            _fail(where, f"unknown key; allowed keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(f"{prefix}.{k}" if prefix else k, v, hints[k]) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - all fields have defaults
+        raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested plain data."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+    return _build(Config, data)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``model.depth=6`` -> ("model.depth", 6); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); unknown keys are caught by :func:`from_dict`."""
+    out = json.loads(json.dumps(data))
+    for text in overrides:
+        key, value = parse_override(text)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key '{key}': '{p}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with bwssl."""
+    files = resources.files("bwssl").joinpath("configs").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(load_raw(str(base)), data)
+    return data
+
+
+def load_raw(preset_or_path: str) -> dict[str, Any]:
+    """Nested dict of a preset name or a YAML file (``base:`` inherits another)."""
+    path = Path(preset_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {preset_or_path!r} does not exist")
+        return _read_yaml(path.read_text(), str(path))
+    res = resources.files("bwssl").joinpath("configs", f"{preset_or_path}.yaml")
+    if not res.is_file():
+        raise ConfigError(f"unknown preset {preset_or_path!r}; presets: "
+                          f"{', '.join(preset_names())}; or give a path to a YAML file")
+    return _read_yaml(res.read_text(), f"preset {preset_or_path}")
+
+
+def load_config(preset_or_path: str, overrides: list[str] | None = None) -> Config:
+    """Resolve a preset or YAML file plus ``key=value`` overrides into a validated Config."""
+    return from_dict(apply_overrides(load_raw(preset_or_path), overrides or []))
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Video data: datasets, clip transforms and token masks."""

@@ -1,0 +1,13 @@
+"""Errors caused by user input: the CLI prints them as one line, without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input (config, files, data) that the user must fix; the message says how."""
+
+
+class DataError(UserError):
+    """A dataset cannot be used as given (missing files, too many unreadable clips)."""
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
