@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import types
 import typing
@@ -103,7 +104,7 @@ class ModelConfig:
         else:
             step = self.depth // self.num_blocks
             cuts = list(range(0, self.depth + 1, step))
-        return list(zip(cuts[:-1], cuts[1:], strict=True))
+        return list(itertools.pairwise(cuts))
 
 
 @dataclass
@@ -346,6 +347,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             _fail(key, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                _fail(key, f"expected a number, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, f"expected a number, got {value!r}")
         return float(value)

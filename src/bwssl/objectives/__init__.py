@@ -1,1 +1,1 @@
-"""bwssl.objectives."""
+"""Local objectives attached to blocks."""

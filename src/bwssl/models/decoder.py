@@ -1,0 +1,36 @@
+"""VideoMAE decoder: predicts pixels of the requested (masked) tokens from the visible ones."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bwssl.models.video_vit import LayerStack, init_weights, sinusoid_table
+
+
+class Decoder(nn.Module):
+    """Visible tokens (B, N_vis, D_enc) + target positions -> predictions (B, M, P).
+
+    ``P`` is the number of pixel values in one tubelet (t * p * p * C).
+    """
+
+    def __init__(self, enc_dim: int, dim: int, depth: int, heads: int, mlp_ratio: float,
+                 num_tokens: int, out_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(enc_dim, dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos_embed", sinusoid_table(num_tokens, dim), persistent=False)
+        self.layers = LayerStack(depth, dim, heads, mlp_ratio)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, out_dim)
+        init_weights(self)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, visible: torch.Tensor, visible_idx: torch.Tensor,
+                target_idx: torch.Tensor) -> torch.Tensor:
+        """``visible_idx`` (B, N_vis) and ``target_idx`` (B, M) index the token grid."""
+        x = self.embed(visible) + self.pos_embed[visible_idx]  # (B, N_vis, Dd)
+        b, m = target_idx.shape
+        queries = self.mask_token.expand(b, m, -1) + self.pos_embed[target_idx]  # (B, M, Dd)
+        x = self.layers(torch.cat([x, queries], dim=1))
+        return self.head(self.norm(x[:, -m:]))  # (B, M, P)

@@ -1,0 +1,114 @@
+"""VideoMAE-style video ViT parts: tubelet embedding, sinusoid positions, pre-norm layers.
+
+Matches VideoMAE's block: LayerNorm eps 1e-6, exact GELU, a bias-free qkv
+projection with separate q and v biases (k has none), attention through
+``scaled_dot_product_attention``, xavier-uniform Linear weights with zero bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Fixed 1-D sinusoid table (num_positions, dim) as in "Attention is all you need".
+
+    Even feature indices hold sines, odd ones cosines, of ``pos / 10000^(2(i//2)/dim)``.
+    """
+    pos = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
+    i = torch.arange(dim, dtype=torch.float64)
+    angle = pos / torch.pow(10000.0, 2 * torch.div(i, 2, rounding_mode="floor") / dim)  # (P, D)
+    table = torch.empty_like(angle)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
+class TubeletEmbed(nn.Module):
+    """Cut a clip (B, C, T, H, W) into tubelets of (t, p, p) and project each to D."""
+
+    def __init__(self, in_chans: int, dim: int, tubelet: int, patch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch),
+                              stride=(tubelet, patch, patch))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.proj(video).flatten(2).transpose(1, 2)  # (B, N, D), w fastest
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias)  # (B, N, 3D)
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D/H)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Layer(nn.Module):
+    """One pre-norm transformer layer."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class LayerStack(nn.Module):
+    """A sequence of layers, optionally recomputed in backward (activation checkpointing)."""
+
+    def __init__(self, depth: int, dim: int, heads: int, mlp_ratio: float,
+                 grad_checkpointing: bool = False) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Layer(dim, heads, mlp_ratio) for _ in range(depth))
+        self.grad_checkpointing = grad_checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
+        return x
+
+
+def init_weights(module: nn.Module) -> None:
+    """VideoMAE init: xavier-uniform Linear weights, zero biases, unit LayerNorm.
+
+    The tubelet projection is initialized like a Linear layer over its flattened kernel.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv3d):
+            w = m.weight.view(m.weight.shape[0], -1)
+            bound = math.sqrt(6.0 / (w.shape[0] + w.shape[1]))
+            nn.init.uniform_(m.weight, -bound, bound)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

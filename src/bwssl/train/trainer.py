@@ -1,0 +1,372 @@
+"""The one training loop: any regime, resumable, optionally distributed.
+
+A regime is a list of :class:`~bwssl.regimes.Stage`. Each stage's trained
+blocks are grouped into *units* (one per block when gradients are isolated,
+one for the whole encoder in E2E); a unit has its own optimizer, gradient
+clipping, loss scaler and DDP wrapper, and its backward runs as soon as its
+loss exists, so its graph is freed before the next unit runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from bwssl.config import Config
+from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
+from bwssl.errors import TrainingDiverged, UserError
+from bwssl.models.blockwise import BlockwiseVideoMAE, build_model, split_indices
+from bwssl.regimes import Stage, stages
+from bwssl.train.checkpoint import (
+    RunDir,
+    environment,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from bwssl.train.sampling import EpochBatchSampler, step_mask, step_targets
+from bwssl.train.units import UnitForward
+
+
+@dataclass
+class Position:
+    """Where a run stands; saved in every checkpoint."""
+
+    stage: int = 0
+    epoch: int = 0
+    step: int = 0
+    """Optimizer steps done in the current epoch."""
+    global_step: int = 0
+    seen: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class Unit:
+    blocks: tuple[int, ...]
+    forward: nn.Module | None
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+
+
+def param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float
+                 ) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on 1-D parameters (biases, norms, q/v bias) and mask tokens."""
+    wanted = {id(p) for p in params}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if id(p) not in wanted:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine down to ``floor``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+class Trainer:
+    """Runs all stages of one config into one run directory."""
+
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run = RunDir(run_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            if cfg.model.shared_decoder:
+                raise UserError("model.shared_decoder is not supported with several processes")
+            if cfg.train.batch_size % (self.world * cfg.train.accum_steps):
+                raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by "
+                                f"world size x train.accum_steps = "
+                                f"{self.world * cfg.train.accum_steps}")
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            self.device = (torch.device("cuda", local) if torch.cuda.is_available()
+                           and cfg.train.device != "cpu" else torch.device("cpu"))
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        else:
+            self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        precision = cfg.train.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if precision == "fp16" and cfg.model.shared_decoder:
+            raise UserError("train.precision=fp16 needs a loss scaler per block, which a shared "
+                            "decoder (model.shared_decoder=true) cannot have; use bf16 or fp32")
+        self.stages = stages(cfg.regime, cfg.model.num_blocks)
+
+    # --- setup -------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _units(self, model: BlockwiseVideoMAE, stage: Stage) -> list[Unit]:
+        tc = self.cfg.train
+        units = []
+        shared = list(model.decoders["0"].parameters()) if model.cfg.shared_decoder else []
+        groups: list[tuple[tuple[int, ...], bool]] = [(u, True) for u in stage.units]
+        if shared and len(stage.units) > 1:
+            groups.append(((), False))  # the shared decoder is a unit of its own
+        for blocks, has_forward in groups:
+            params = [p for k in blocks for p in model.block_params(k)]
+            if shared and (not has_forward or len(stage.units) == 1):
+                params += shared
+            fwd: nn.Module | None = None
+            if has_forward:
+                fwd = UnitForward(model, blocks, stage.loss_blocks)
+                if self.world > 1:
+                    ids = [self.device.index] if self.device.type == "cuda" else None
+                    fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids)
+                if tc.compile:
+                    fwd = torch.compile(fwd)
+            opt = torch.optim.AdamW(param_groups(model, params, tc.weight_decay), lr=tc.lr,
+                                    betas=(tc.betas[0], tc.betas[1]))
+            scaler = (torch.amp.GradScaler(self.device.type)
+                      if self.amp_dtype == torch.float16 else None)
+            units.append(Unit(blocks, fwd, params, opt, scaler))
+        return units
+
+    # --- the loop ----------------------------------------------------------------------------
+    def fit(self) -> Path:
+        cfg, run = self.cfg, self.run
+        if run.final.exists() and run.saved_config() == cfg:
+            self._say(f"{run.root}: already finished ({run.final})")
+            return run.final
+        if self.rank == 0:
+            run.prepare(cfg, environment(self.device, cfg.seed))
+        if self.world > 1:
+            dist.barrier()
+            if run.saved_config() != cfg:
+                raise UserError(f"{run.root} holds a run with a different config")
+
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg).to(self.device)
+        data = build_dataset(cfg.data, "train", seed=cfg.seed)
+        steps_per_epoch = len(data) // cfg.train.batch_size
+        if steps_per_epoch < 1:
+            raise UserError(f"the training set has {len(data)} clips, fewer than "
+                            f"train.batch_size={cfg.train.batch_size}; lower the batch size")
+
+        pos, ckpt = Position(), None
+        if run.last.exists():
+            ckpt = load_checkpoint(run.last)
+            model.load_state_dict(ckpt["model"])
+            pos = Position(**ckpt["position"])
+            set_rng_state(ckpt["rng"])
+            if self.rank == 0:
+                run.truncate_metrics(pos.global_step)
+            self._say(f"resuming {run.root} at stage {pos.stage + 1}, epoch {pos.epoch + 1}, "
+                      f"step {pos.step} (global step {pos.global_step})")
+
+        sampler = EpochBatchSampler(len(data), cfg.train.batch_size, cfg.seed,
+                                    rank=self.rank, world=self.world)
+        loader = make_loader(data, sampler, cfg.train.num_workers,
+                             pin_memory=self.device.type == "cuda")
+        total = steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps is not None:
+            total = min(total, cfg.train.max_steps)
+        peak = cfg.train.lr * (cfg.train.batch_size / cfg.train.lr_scale_batch
+                               if cfg.train.lr_scale_batch else 1.0)
+        warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
+
+        for stage in self.stages[pos.stage:]:
+            for k, block in enumerate(model.blocks):
+                block.requires_grad_(k in stage.trained)
+                block.train(k not in stage.frozen)
+            units = self._units(model, stage)
+            if ckpt is not None and ckpt["units"] and ckpt["position"]["stage"] == stage.index:
+                for unit, state in zip(units, ckpt["units"], strict=True):
+                    unit.optimizer.load_state_dict(state["optimizer"])
+                    if unit.scaler is not None and state.get("scaler"):
+                        unit.scaler.load_state_dict(state["scaler"])
+            self._run_stage(model, stage, units, sampler, loader, pos, steps_per_epoch, total,
+                            peak, warmup)
+            pos.stage, pos.epoch, pos.step = stage.index + 1, 0, 0
+            self._checkpoint(model, [], pos, run.last)
+
+        if self.rank == 0:
+            save_checkpoint(run.final, self._payload(model, [], pos))
+        if self.world > 1:
+            dist.barrier()
+        self._say(f"done: {run.final}")
+        return run.final
+
+    def _run_stage(self, model: BlockwiseVideoMAE, stage: Stage, units: list[Unit],
+                   sampler: EpochBatchSampler, loader: Any, pos: Position, steps_per_epoch: int,
+                   total: int, peak: float, warmup: int) -> None:
+        cfg = self.cfg
+        label = f"{cfg.regime} stage {stage.index + 1}/{len(self.stages)}"
+        bar = tqdm(total=total, initial=min(total, pos.epoch * steps_per_epoch + pos.step),
+                   desc=label, unit="step", file=sys.stderr, dynamic_ncols=True,
+                   disable=not cfg.train.progress or self.rank != 0)
+        window: dict[int, list[float]] = {}
+        epoch_losses: dict[int, list[float]] = {}
+        t_log, clips_log = time.perf_counter(), 0
+        t_epoch, clips_epoch = time.perf_counter(), 0
+        while pos.epoch * steps_per_epoch + pos.step < total:
+            sampler.epoch, sampler.start = pos.epoch, pos.step
+            for batch in loader:
+                stage_step = pos.epoch * steps_per_epoch + pos.step
+                if stage_step >= total:
+                    break
+                lr = lr_at(stage_step, total, warmup, peak, cfg.train.min_lr)
+                losses = self._step(model, stage, units, batch, pos, lr)
+                pos.seen += batch.video.shape[0] + batch.skipped
+                pos.skipped += batch.skipped
+                check_unreadable(pos.skipped, pos.seen, cfg.data)
+                for k, v in losses.items():
+                    window.setdefault(k, []).append(v)
+                    epoch_losses.setdefault(k, []).append(v)
+                clips_log += batch.video.shape[0] * self.world
+                clips_epoch += batch.video.shape[0] * self.world
+                pos.step += 1
+                pos.global_step += 1
+                bar.update(1)
+                if losses:
+                    bar.set_postfix(loss=f"{sum(losses.values()) / len(losses):.4f}")
+                epoch_done = pos.step == steps_per_epoch
+                if pos.global_step % cfg.train.log_every == 0 or epoch_done:
+                    now = time.perf_counter()
+                    self._log({"step": pos.global_step, "stage": stage.index, "epoch": pos.epoch,
+                               "loss": {str(k): sum(v) / len(v) for k, v in window.items()},
+                               "lr": lr, "clips_per_s": clips_log / max(now - t_log, 1e-9),
+                               "skipped": pos.skipped})
+                    window, t_log, clips_log = {}, now, 0
+                if epoch_done:
+                    now = time.perf_counter()
+                    text = " ".join(f"L{k + 1}={sum(v) / len(v):.4f}"
+                                    for k, v in sorted(epoch_losses.items()))
+                    bar.write(f"{label} epoch {pos.epoch + 1}/{cfg.train.epochs}: {text} "
+                              f"({clips_epoch / max(now - t_epoch, 1e-9):.1f} clips/s)")
+                    epoch_losses, t_epoch, clips_epoch = {}, now, 0
+                    pos.epoch, pos.step = pos.epoch + 1, 0
+                if pos.global_step % cfg.train.checkpoint_every == 0:
+                    self._checkpoint(model, units, pos, self.run.last)
+                if epoch_done:
+                    break
+        bar.close()
+
+    def _step(self, model: BlockwiseVideoMAE, stage: Stage, units: list[Unit], batch: ClipBatch,
+              pos: Position, lr: float) -> dict[int, float]:
+        cfg, dev = self.cfg, self.device
+        for unit in units:
+            for group in unit.optimizer.param_groups:
+                group["lr"] = lr
+        if batch.video.shape[0] == 0:
+            return {}
+        # Masks are drawn for the whole global batch, then this process takes its rows.
+        glob = step_mask(cfg.mask.kind, cfg.train.batch_size, model.grid, cfg.mask.ratio,
+                         cfg.seed, pos.epoch, pos.step)
+        _, masked = split_indices(glob)
+        tgt = step_targets(masked, cfg.mask.decoder_ratio, cfg.seed, pos.epoch, pos.step)
+        keep = torch.arange(self.rank, cfg.train.batch_size, self.world)[:batch.video.shape[0]]
+        mask, tgt = glob[keep].to(dev), tgt[keep].to(dev)
+        video = batch.video.to(dev, non_blocking=True)
+        accum = cfg.train.accum_steps
+        sums: dict[int, torch.Tensor] = {}
+        for i, (v, m, t) in enumerate(zip(video.chunk(accum), mask.chunk(accum),
+                                          tgt.chunk(accum), strict=True)):
+            visible, _ = split_indices(m)
+            targets = model.targets(v)
+            x = v
+            with torch.no_grad(), self._autocast():
+                for k in stage.frozen:
+                    x = model.blocks[k](x, m if k == 0 else None)
+            for unit in units:
+                if unit.forward is None:
+                    continue
+                sync = (unit.forward.no_sync() if self.world > 1 and i < accum - 1
+                        and hasattr(unit.forward, "no_sync") else contextlib.nullcontext())
+                with sync:
+                    with self._autocast():
+                        x, losses = unit.forward(x, m, visible, t, targets)
+                    loss = sum(losses.values()) / accum
+                    if unit.scaler is not None:
+                        loss = unit.scaler.scale(loss)
+                    loss.backward()  # frees this unit's graph before the next unit runs
+                x = x.detach()
+                for k, val in losses.items():
+                    sums[k] = sums.get(k, 0) + val.detach() / accum
+        keys = sorted(sums)
+        values = torch.stack([sums[k] for k in keys]).float().cpu()
+        if not torch.isfinite(values).all():
+            bad = keys[int((~torch.isfinite(values)).nonzero()[0])]
+            raise TrainingDiverged(
+                f"the loss of block {bad + 1} became {values[keys.index(bad)].item()} at global "
+                f"step {pos.global_step + 1} (stage {stage.index + 1}); the last good checkpoint "
+                f"is kept in {self.run.last.parent}; lower train.lr or set train.clip_grad")
+        for unit in units:
+            if unit.scaler is not None:
+                unit.scaler.unscale_(unit.optimizer)
+            if cfg.train.clip_grad is not None:
+                nn.utils.clip_grad_norm_(unit.params, cfg.train.clip_grad)
+            if unit.scaler is not None:
+                unit.scaler.step(unit.optimizer)
+                unit.scaler.update()
+            else:
+                unit.optimizer.step()
+            unit.optimizer.zero_grad(set_to_none=True)
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    # --- state -------------------------------------------------------------------------------
+    def _payload(self, model: BlockwiseVideoMAE, units: list[Unit], pos: Position
+                 ) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "units": [{"blocks": u.blocks, "optimizer": u.optimizer.state_dict(),
+                       "scaler": u.scaler.state_dict() if u.scaler is not None else None}
+                      for u in units],
+            "position": asdict(pos),
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+            "config_digest": self.cfg.digest(),
+        }
+
+    def _checkpoint(self, model: BlockwiseVideoMAE, units: list[Unit], pos: Position,
+                    path: Path) -> None:
+        if self.rank == 0:
+            save_checkpoint(path, self._payload(model, units, pos))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.run.log(record)
+
+    def _say(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, file=sys.stderr)
+
+
+def train(cfg: Config, run_dir: Path) -> Path:
+    """Train (or resume) ``cfg`` in ``run_dir``; returns the path of checkpoints/final.pt."""
+    return Trainer(cfg, Path(run_dir)).fit()

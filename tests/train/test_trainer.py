@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bwssl.cli import main
+from bwssl.errors import TrainingDiverged, UserError
+from bwssl.models.blockwise import BlockwiseVideoMAE
+from bwssl.train.trainer import Trainer, train
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _final_model(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "final.pt", weights_only=False)["model"]
+
+
+@pytest.mark.parametrize("regime", ["e2e", "simultaneous", "sequential"])
+def test_loss_falls_in_every_regime(regime, make_cfg, tmp_path):
+    cfg = make_cfg(f"regime={regime}", "train.epochs=6", "train.lr=3e-3", "model.num_blocks=2")
+    train(cfg, tmp_path)
+    rows = _metrics(tmp_path)
+    for block in (["1"] if regime == "e2e" else ["0", "1"]):
+        series = [r["loss"][block] for r in rows if block in r["loss"]]
+        assert len(series) >= 12
+        first, last = sum(series[:3]) / 3, sum(series[-3:]) / 3
+        assert last < 0.9 * first, (regime, block, first, last)
+    run_files = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "env.json", "metrics.jsonl", "checkpoints"} <= run_files
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["seed"] == 0 and env["torch"] == torch.__version__
+
+
+def test_regimes_see_matched_data(make_cfg, tmp_path):
+    """Sequential stage 1 replays the simultaneous stream: block-1 losses agree step by step."""
+    base = ["train.epochs=2", "model.num_blocks=2"]
+    train(make_cfg("regime=simultaneous", *base), tmp_path / "sim")
+    train(make_cfg("regime=sequential", *base), tmp_path / "seq")
+    sim = [r["loss"]["0"] for r in _metrics(tmp_path / "sim")]
+    seq = [r["loss"]["0"] for r in _metrics(tmp_path / "seq") if r["stage"] == 0]
+    assert seq == pytest.approx(sim, rel=1e-6)
+
+
+def test_sequential_freezes_finished_blocks_bitwise(make_cfg, tmp_path, monkeypatch):
+    snapshots = []
+    original = Trainer._run_stage
+
+    def spy(self, model, stage, *args, **kwargs):
+        if stage.index == 0:
+            snapshots.append(copy.deepcopy(model.state_dict()))
+        original(self, model, stage, *args, **kwargs)
+        snapshots.append(copy.deepcopy(model.state_dict()))
+
+    monkeypatch.setattr(Trainer, "_run_stage", spy)
+    train(make_cfg("regime=sequential", "model.num_blocks=4", "train.epochs=2"), tmp_path)
+    init, *after = snapshots  # after[k]: state at the end of stage k
+    assert len(after) == 4
+    for k in range(4):
+        mine = [n for n in init if n.startswith(f"blocks.{k}.")]
+        assert any(not torch.equal(init[n], after[k][n]) for n in mine), f"block {k} not trained"
+        for later in after[k + 1:]:
+            for n in mine:
+                assert torch.equal(after[k][n], later[n]), f"{n} changed after its stage"
+            for n in (n for n in init if n.startswith(f"decoders.{k}.")):
+                assert torch.equal(after[k][n], later[n])
+
+
+def test_gradient_accumulation_matches_full_batch(make_cfg, tmp_path):
+    train(make_cfg("train.epochs=1", "train.accum_steps=1"), tmp_path / "a")
+    train(make_cfg("train.epochs=1", "train.accum_steps=2"), tmp_path / "b")
+    a, b = _final_model(tmp_path / "a"), _final_model(tmp_path / "b")
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-5)
+
+
+def test_per_block_clipping_keeps_blocks_independent(make_cfg, tmp_path, monkeypatch):
+    """With clipping on, block 1 trains identically however large block 2's gradients are."""
+    cfg = make_cfg("model.num_blocks=2", "train.clip_grad=0.01")
+    train(cfg, tmp_path / "a")
+    original = BlockwiseVideoMAE.local_loss
+    monkeypatch.setattr(BlockwiseVideoMAE, "local_loss",
+                        lambda self, k, *a: original(self, k, *a) * (1000.0 if k == 1 else 1.0))
+    train(cfg, tmp_path / "b")
+    a, b = _final_model(tmp_path / "a"), _final_model(tmp_path / "b")
+    for n in (n for n in a if n.startswith(("blocks.0.", "decoders.0."))):
+        assert torch.equal(a[n], b[n]), n
+    assert any(not torch.equal(a[n], b[n]) for n in a if n.startswith("blocks.1."))
+
+
+def test_nan_loss_stops_with_block_and_step(make_cfg, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = BlockwiseVideoMAE.local_loss
+
+    def poisoned(self, k, *args):
+        loss = original(self, k, *args)
+        calls["n"] += 1
+        return loss * float("nan") if k == 1 and calls["n"] > 6 else loss
+
+    monkeypatch.setattr(BlockwiseVideoMAE, "local_loss", poisoned)
+    cfg = make_cfg("model.num_blocks=2", "train.epochs=3", "train.checkpoint_every=1")
+    with pytest.raises(TrainingDiverged, match=r"block 2 became nan at global step 4"):
+        train(cfg, tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert last["position"]["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_refuses_run_dir_with_other_config(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path)
+    with pytest.raises(UserError, match=r"different config.*model.embed_dim"):
+        train(make_cfg("model.embed_dim=16"), tmp_path)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a bwssl run"):
+        train(make_cfg(), stray)
+
+
+def test_rerun_of_finished_run_trains_nothing(make_cfg, tmp_path):
+    train(make_cfg(), tmp_path)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    stamp = (tmp_path / "checkpoints" / "final.pt").stat().st_mtime_ns
+    train(make_cfg(), tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert (tmp_path / "checkpoints" / "final.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.num_blocks=3", "model.num_blocks"),
+    ("model.patch_size=7", "model.patch_size"),
+    ("model.tubelet_size=3", "model.tubelet_size"),
+    ("mask.ratio=1.5", "mask.ratio"),
+    ("model.colour=3", "model.colour"),
+    ("train.epochs=many", "train.epochs"),
+    ("regime=backprop", "regime"),
+])
+def test_invalid_config_fails_before_compute(override, key, tmp_path, capsys):
+    code = main(["train", "tiny-debug", override, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error:") and key in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def _train_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "bwssl", "train", "tiny-debug", "--out", str(out),
+            "train.epochs=12", "train.checkpoint_every=1", "model.num_blocks=2",
+            "regime=sequential"]
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_cmd(tmp_path / "clean"), env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill mid-run, once a few steps are checkpointed
+        lines = (killed / "metrics.jsonl").read_text().count("\n") if (
+            killed / "metrics.jsonl").exists() else 0
+        if lines >= 30:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "final.pt").exists(), "run finished before the kill"
+    subprocess.run(_train_cmd(killed), env=env, check=True, capture_output=True)
+
+    clean, resumed = _final_model(tmp_path / "clean"), _final_model(killed)
+    for n in clean:
+        assert torch.equal(clean[n], resumed[n]), n
+    steps = [r["step"] for r in _metrics(killed)]
+    assert steps == sorted(set(steps)) == [r["step"] for r in _metrics(tmp_path / "clean")]
