@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf]"
 	touch $@
 
 run: setup

@@ -147,7 +147,9 @@ class Trainer:
                 fwd = UnitForward(model, blocks, stage.loss_blocks)
                 if self.world > 1:
                     ids = [self.device.index] if self.device.type == "cuda" else None
-                    fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids)
+                    # Positions are fixed buffers: nothing to broadcast at every forward.
+                    fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids,
+                                                              broadcast_buffers=False)
                 if tc.compile:
                     fwd = torch.compile(fwd)
             opt = torch.optim.AdamW(param_groups(model, params, tc.weight_decay), lr=tc.lr,
@@ -319,9 +321,16 @@ class Trainer:
                 for k, val in losses.items():
                     sums[k] = sums.get(k, 0) + val.detach() / accum
         keys = sorted(sums)
-        values = torch.stack([sums[k] for k in keys]).float().cpu()
-        if not torch.isfinite(values).all():
-            bad = keys[int((~torch.isfinite(values)).nonzero()[0])]
+        values = torch.stack([sums[k] for k in keys]).float()
+        finite = torch.isfinite(values).all().float()
+        if self.world > 1:  # every process stops together, never one alone
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        values = values.cpu()
+        if finite.item() < 1:
+            if torch.isfinite(values).all():
+                raise TrainingDiverged(f"a loss became NaN or inf in another process at global "
+                                       f"step {pos.global_step + 1}")
+            bad = keys[int((~torch.isfinite(values)).nonzero()[0, 0])]
             raise TrainingDiverged(
                 f"the loss of block {bad + 1} became {values[keys.index(bad)].item()} at global "
                 f"step {pos.global_step + 1} (stage {stage.index + 1}); the last good checkpoint "

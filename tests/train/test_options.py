@@ -1,0 +1,91 @@
+"""Training options that cut memory or compute: decoder masking, a shared decoder,
+activation checkpointing, several processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bwssl.data.masking import tube_mask
+from bwssl.data.transforms import normalize
+from bwssl.models.blockwise import build_model, split_indices
+from bwssl.train.sampling import step_targets
+from bwssl.train.trainer import train
+
+
+def _final(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "final.pt", weights_only=False)["model"]
+
+
+def test_decoder_masking_picks_a_seeded_subset_of_masked_tokens():
+    mask = tube_mask(3, (2, 4, 4), 0.75, torch.Generator().manual_seed(0))
+    _, masked = split_indices(mask)  # (3, 24)
+    half = step_targets(masked, 0.5, seed=1, epoch=0, step=5)
+    assert half.shape == (3, 12)
+    for row, full in zip(half, masked, strict=True):
+        assert set(row.tolist()) <= set(full.tolist())
+        assert row.tolist() == sorted(row.tolist())
+    assert torch.equal(half, step_targets(masked, 0.5, seed=1, epoch=0, step=5))
+    assert not torch.equal(half, step_targets(masked, 0.5, seed=1, epoch=0, step=6))
+    assert step_targets(masked, 1.0, 1, 0, 0) is masked
+
+
+def test_decoder_masking_trains_and_is_recorded(make_cfg, tmp_path):
+    train(make_cfg("mask.decoder_ratio=0.5"), tmp_path)
+    assert "decoder_ratio: 0.5" in (tmp_path / "config.yaml").read_text()
+
+
+def test_shared_decoder_is_one_module_trained_by_every_block(make_cfg, tmp_path):
+    cfg = make_cfg("model.shared_decoder=true", "model.num_blocks=2")
+    model = build_model(cfg)
+    assert list(model.decoders.keys()) == ["0"]
+    assert model.decoder(0) is model.decoder(1)
+    torch.manual_seed(0)
+    init = {k: v.clone() for k, v in build_model(cfg).state_dict().items()}
+    train(cfg, tmp_path)
+    final = _final(tmp_path)
+    for prefix in ("blocks.0.", "blocks.1.", "decoders.0."):
+        assert any(not torch.equal(init[n], final[n]) for n in init if n.startswith(prefix))
+
+
+def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
+    grads = []
+    for flag in ("false", "true"):
+        cfg = make_cfg("regime=e2e", f"model.grad_checkpointing={flag}")
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        video = normalize(torch.rand(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1)),
+                          channel_dim=1)
+        mask = tube_mask(2, model.grid, 0.75, torch.Generator().manual_seed(2))
+        (loss,) = model.block_losses(video, mask, detach=False)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
+                      if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("regime", ["simultaneous", "e2e"])
+def test_two_processes_match_one_with_the_same_global_batch(regime, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None, "torchrun ships with torch"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "bwssl", "train", "tiny-debug", f"regime={regime}", "train.epochs=2",
+            "train.batch_size=4", "train.device=cpu"]
+    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
+                   check=True, capture_output=True, timeout=300)
+    subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *args,
+                    "--out", str(tmp_path / "two")], env=env, check=True, capture_output=True,
+                   timeout=300)
+    one, two = _final(tmp_path / "one"), _final(tmp_path / "two")
+    assert one.keys() == two.keys()
+    assert not any(k.startswith(("module.", "_orig_mod.")) or ".module." in k for k in two)
+    for n in one:
+        torch.testing.assert_close(one[n], two[n], rtol=1e-4, atol=1e-5)
