@@ -167,7 +167,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """``auto``: bf16 autocast on GPUs, fp32 on CPU."""
     compile: bool = False
-    """torch.compile each block and decoder."""
+    """torch.compile each optimizer unit (its blocks and decoders)."""
+    compile_backend: str = "inductor"
+    """torch.compile backend (``eager`` traces without generating code: for tests)."""
     progress: bool = True
     """Show a progress bar."""
     max_steps: int | None = None

@@ -54,6 +54,15 @@ def test_shared_decoder_is_one_module_trained_by_every_block(make_cfg, tmp_path)
         assert any(not torch.equal(init[n], final[n]) for n in init if n.startswith(prefix))
 
 
+def test_compiled_units_save_plain_state_dicts(make_cfg, tmp_path):
+    torch._dynamo.reset()
+    train(make_cfg("train.compile=true", "train.compile_backend=eager"), tmp_path)
+    keys = list(_final(tmp_path))
+    assert keys and not any("_orig_mod" in k or "module." in k for k in keys)
+    plain = build_model(make_cfg()).state_dict().keys()
+    assert set(keys) == set(plain)
+
+
 def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
     grads = []
     for flag in ("false", "true"):

@@ -151,7 +151,7 @@ class Trainer:
                     fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids,
                                                               broadcast_buffers=False)
                 if tc.compile:
-                    fwd = torch.compile(fwd)
+                    fwd = torch.compile(fwd, backend=tc.compile_backend)
             opt = torch.optim.AdamW(param_groups(model, params, tc.weight_decay), lr=tc.lr,
                                     betas=(tc.betas[0], tc.betas[1]))
             scaler = (torch.amp.GradScaler(self.device.type)
