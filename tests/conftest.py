@@ -21,3 +21,14 @@ def tiny() -> Config:
 def make_cfg():
     """``make_cfg("regime=e2e", ...)``: the tiny-debug preset with overrides."""
     return tiny_config
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; it also keeps results repeatable across runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,1 +1,21 @@
-"""bwssl.analysis."""
+"""Depth-resolved analyses of block outputs: similarity, retrieval, probes, occlusion.
+
+The four headline metrics are re-exported here; each accepts numpy arrays or
+torch tensors:
+
+- :func:`linear_cka` (X, Y): linear CKA of two representations of the same examples.
+- :func:`retrieval_map` (embeddings, labels): cosine-retrieval mAP, sklearn tie semantics.
+- :func:`cps` (tokens): cosine patch similarity of a clip's tokens.
+- :func:`occdrop` (acc_full, acc_occluded): relative accuracy drop under occlusion.
+
+The rest lives in the submodules: ``similarity`` (also ``rbf_cka``),
+``retrieval``, ``probes`` (linear and cross-validated probes, CPU sklearn or
+GPU torch), ``occlusion`` (pixel-space occluders), ``results`` (the tidy
+results table and its aggregation).
+"""
+
+from bwssl.analysis.occlusion import occdrop
+from bwssl.analysis.retrieval import retrieval_map
+from bwssl.analysis.similarity import cps, linear_cka
+
+__all__ = ["cps", "linear_cka", "occdrop", "retrieval_map"]

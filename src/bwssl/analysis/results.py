@@ -1,0 +1,188 @@
+"""The tidy results table: one row per (run, block, metric, target, repeat).
+
+``results.csv`` is the single source of every reported number and figure.
+Columns (:data:`COLUMNS`):
+
+- ``run``: the run's name (its directory name); one run is one seed.
+- ``regime``, ``model``, ``num_blocks``, ``seed``: what the run is.
+- ``block``: 1-based block index. For ``cka_next``, block k is the
+  transition k -> k+1.
+- ``metric``: ``probe_acc``, ``map``, ``mse``, ``probe_l1``, ``probe_l2``,
+  ``cka_next``, ``occdrop_l1``, ``occdrop_l2``, ``cps``, ...
+- ``target``: the label a probe decodes (``action``, ``sf``, ``sf_match``,
+  ...); empty when the metric has none.
+- ``repeat``: repeat index (probe fits, occlusion locations); 0 when single.
+- ``value``: the number.
+
+Files are written atomically (a temporary file in the same folder, then
+``os.replace``), so an interrupted write never leaves half a table.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+COLUMNS: tuple[str, ...] = (
+    "run",
+    "regime",
+    "model",
+    "num_blocks",
+    "seed",
+    "block",
+    "metric",
+    "target",
+    "repeat",
+    "value",
+)
+GROUP_KEYS: tuple[str, ...] = ("regime", "model", "num_blocks", "block", "metric", "target")
+"""What :func:`aggregate` groups by by default: everything but the run, seed and repeat."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured number."""
+
+    run: str
+    regime: str
+    model: str
+    num_blocks: int
+    seed: int
+    block: int
+    metric: str
+    target: str = ""
+    repeat: int = 0
+    value: float = math.nan
+
+    def key(self) -> tuple[str, int, str, str, int]:
+        """What identifies the measurement: (run, block, metric, target, repeat)."""
+        return (self.run, self.block, self.metric, self.target, self.repeat)
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    """Mean and spread of one group of measurements across runs (seeds)."""
+
+    regime: str
+    model: str
+    num_blocks: int
+    block: int
+    metric: str
+    target: str
+    mean: float
+    std: float
+    """Sample standard deviation (ddof=1) across runs; 0.0 when n == 1."""
+    n: int
+    """Number of runs (seeds) in the group."""
+
+
+AGGREGATE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(AggregateRow))
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(path: str | Path, rows: Iterable[ResultRow]) -> None:
+    """Write ``rows`` to ``path`` (CSV with :data:`COLUMNS`), atomically."""
+    _write_csv(Path(path), COLUMNS, (asdict(r) for r in rows))
+
+
+def read_results(path: str | Path) -> list[ResultRow]:
+    """Read a results CSV written by :func:`write_results`; a missing file is an empty table."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{p} is not a results table: columns {sorted(missing)} are missing")
+        return [
+            ResultRow(
+                run=r["run"],
+                regime=r["regime"],
+                model=r["model"],
+                num_blocks=int(r["num_blocks"]),
+                seed=int(r["seed"]),
+                block=int(r["block"]),
+                metric=r["metric"],
+                target=r["target"],
+                repeat=int(r["repeat"]),
+                value=float(r["value"]),
+            )
+            for r in reader
+        ]
+
+
+def merge_rows(old: Iterable[ResultRow], new: Iterable[ResultRow]) -> list[ResultRow]:
+    """``old`` followed by ``new``, where a new row replaces an old one with the same key."""
+    merged = {r.key(): r for r in old}
+    for r in new:
+        merged[r.key()] = r
+    return list(merged.values())
+
+
+def append_results(path: str | Path, rows: Iterable[ResultRow]) -> list[ResultRow]:
+    """Add ``rows`` to the table at ``path`` (replacing rows with the same key); returns it all."""
+    table = merge_rows(read_results(path), rows)
+    write_results(path, table)
+    return table
+
+
+def aggregate(rows: Iterable[ResultRow], by: Sequence[str] = GROUP_KEYS) -> list[AggregateRow]:
+    """Mean, std and n across runs, per group of the columns ``by``.
+
+    Each run contributes one value per group: the mean of its rows there
+    (over repeats, and over targets when ``target`` is not in ``by``). Then
+    the group's mean, sample std (ddof=1; 0.0 for a single run) and n (runs)
+    are taken over those per-run values. Columns left out of ``by`` read ""
+    or -1 in the output. Groups come out sorted.
+    """
+    unknown = set(by) - set(GROUP_KEYS)
+    if unknown:
+        raise ValueError(f"cannot group by {sorted(unknown)}; allowed: {list(GROUP_KEYS)}")
+    per_run: dict[tuple[object, ...], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in rows:
+        per_run[tuple(getattr(r, k) for k in by)][r.run].append(r.value)
+    out = []
+    for group in sorted(per_run):  # type: ignore[type-var]
+        values = [sum(v) / len(v) for v in per_run[group].values()]
+        n = len(values)
+        mean = sum(values) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        fields_: dict[str, object] = {
+            "regime": "",
+            "model": "",
+            "num_blocks": -1,
+            "block": -1,
+            "metric": "",
+            "target": "",
+        }
+        fields_.update(zip(by, group, strict=True))
+        out.append(AggregateRow(mean=mean, std=std, n=n, **fields_))  # type: ignore[arg-type]
+    return out
+
+
+def write_aggregate(path: str | Path, rows: Iterable[AggregateRow]) -> None:
+    """Write aggregated rows (:data:`AGGREGATE_COLUMNS`) to ``path``, atomically."""
+    _write_csv(Path(path), AGGREGATE_COLUMNS, (asdict(r) for r in rows))
