@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     for module, fn in (("bwssl.data.commands", "add_data_parser"),
                        ("bwssl.analysis.commands", "add_analyze_parser"),
-                       ("bwssl.report.commands", "add_run_parser"),
+                       ("bwssl.experiment", "add_run_parser"),
                        ("bwssl.interop.commands", "add_export_parser"),
                        ("bwssl.bench", "add_bench_parser")):
         try:
@@ -57,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (`train tiny-debug --out R regime=e2e`): argparse
+    # leaves those as extras, which count as overrides for commands that take them.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e
+                                                  for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -1,0 +1,195 @@
+"""The main job, ``bwssl run``: train every regime, analyze every run, write a report.
+
+An experiment is a grid (regimes x K x seeds) over one training config. Each
+cell is an ordinary run directory under ``OUT/runs/``, trained by the one
+training loop, so rerunning the command skips finished runs and resumes an
+interrupted one; the analysis caches per run as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from bwssl.config import (
+    Config,
+    ConfigError,
+    Regime,
+    _build,
+    apply_overrides,
+    dump_yaml,
+    from_dict,
+    load_raw,
+)
+
+
+@dataclass
+class ExperimentConfig:
+    """A grid of runs over one training config, and how to analyze them."""
+
+    train: str = "demo"
+    """Training preset or YAML file every run starts from."""
+    overrides: list[str] = field(default_factory=list)
+    """Dotted overrides applied to every run (e.g. data.root=/data/UCF101)."""
+    regimes: list[Regime] = field(default_factory=lambda: ["e2e", "simultaneous", "sequential"])
+    num_blocks: list[int] = field(default_factory=lambda: [4])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    analysis: list[str] = field(default_factory=list)
+    """Dotted overrides of the analysis options (see bwssl.analysis.suite)."""
+    paper_model: str = "tiny"
+    """Which of the paper's models (tiny, small) the report compares against."""
+    requires_data_root: bool = False
+    """Refuse to start without data.root (the paper presets need UCF101)."""
+
+    def __post_init__(self) -> None:
+        if not self.regimes:
+            raise ConfigError("config key 'regimes': give at least one regime")
+        if not self.seeds or not self.num_blocks:
+            raise ConfigError("config keys 'seeds' and 'num_blocks' must not be empty")
+        if self.paper_model not in ("tiny", "small"):
+            raise ConfigError(f"config key 'paper_model': allowed: tiny, small; "
+                              f"got {self.paper_model!r}")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str
+    config: Config
+
+
+def experiment_names() -> list[str]:
+    files = resources.files("bwssl").joinpath("configs", "experiments").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".yaml"))
+
+
+def load_experiment(name_or_path: str, overrides: list[str]) -> ExperimentConfig:
+    """An experiment preset (or YAML file) with ``key=value`` overrides.
+
+    Keys of the experiment itself (``seeds=[0]``, ``num_blocks=[4,6]``) set the
+    grid; any other dotted key (``train.epochs=3``, ``data.root=...``) is passed
+    to every run.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"experiment file {name_or_path!r} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+    else:
+        res = resources.files("bwssl").joinpath("configs", "experiments", f"{name_or_path}.yaml")
+        if not res.is_file():
+            raise ConfigError(f"unknown experiment preset {name_or_path!r}; presets: "
+                              f"{', '.join(experiment_names())}")
+        raw = yaml.safe_load(res.read_text()) or {}
+    own = {f for f in ExperimentConfig.__dataclass_fields__}
+    grid_overrides = [o for o in overrides if o.split("=", 1)[0] in own]
+    run_overrides = [o for o in overrides if o.split("=", 1)[0] not in own]
+    raw = apply_overrides(raw, grid_overrides)
+    raw["overrides"] = list(raw.get("overrides", [])) + run_overrides
+    return _build(ExperimentConfig, raw)
+
+
+def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
+    """Every run of the grid, validated before anything trains."""
+    base = load_raw(exp.train)
+    runs = []
+    for k in exp.num_blocks:
+        for regime in exp.regimes:
+            for seed in exp.seeds:
+                overrides = [*exp.overrides, f"regime={regime}", f"seed={seed}",
+                             f"model.num_blocks={k}"]
+                cfg = from_dict(apply_overrides(base, overrides))
+                runs.append(PlannedRun(f"{regime}-k{k}-s{seed}", cfg))
+    if exp.requires_data_root and all(r.config.data.name != "ucf101" for r in runs):
+        if dry_run:
+            print("note: this experiment needs data.root=PATH (UCF101) to train", file=sys.stderr)
+            return runs
+        raise ConfigError("this experiment reproduces the paper on UCF101: give data.root=PATH "
+                          "(the UCF101 video folder) or data.frames_root=PATH")
+    return runs
+
+
+def estimated_steps(cfg: Config, train_clips: int) -> int:
+    """Optimizer steps of one run (sequential runs K stages)."""
+    per_epoch = train_clips // cfg.train.batch_size
+    steps = per_epoch * cfg.train.epochs
+    if cfg.train.max_steps is not None:
+        steps = min(steps, cfg.train.max_steps)
+    return steps * (cfg.model.num_blocks if cfg.regime == "sequential" else 1)
+
+
+# Videos in the official UCF101 training lists (before excluding short videos).
+UCF101_TRAIN_VIDEOS = {1: 9537, 2: 9586, 3: 9624}
+
+
+def describe(runs: list[PlannedRun], ucf101: bool) -> str:
+    """The plan as text: one line per run with its estimated optimizer steps."""
+    lines = [f"{len(runs)} runs:"]
+    for r in runs:
+        d = r.config.data
+        if ucf101 or d.name == "ucf101":
+            n, approx = UCF101_TRAIN_VIDEOS[d.split], "~"
+        else:
+            n, approx = d.synthetic_train, ""
+        steps = f"{approx}{estimated_steps(r.config, n)} steps"
+        lines.append(f"  {r.name:<28} regime={r.config.regime:<12} K={r.config.model.num_blocks} "
+                     f"epochs/stage={r.config.train.epochs} {steps}")
+    return "\n".join(lines)
+
+
+def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> Path | None:
+    """Train, analyze and report; returns the report path (None for a dry run)."""
+    runs = plan(exp, dry_run)
+    if dry_run:
+        print(describe(runs, exp.requires_data_root))
+        return None
+    from bwssl.analysis.suite import AnalysisOptions, analyze
+    from bwssl.report.html import write_report
+    from bwssl.train.trainer import train
+
+    options = _build(AnalysisOptions, apply_overrides({}, exp.analysis))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))
+    t0 = time.perf_counter()
+    for i, r in enumerate(runs):
+        done = (out / "runs" / r.name / "checkpoints" / "final.pt").exists()
+        elapsed = time.perf_counter() - t0
+        eta = ""
+        if i and not done:
+            eta = f", ETA {elapsed / i * (len(runs) - i) / 60:.1f} min"
+        print(f"[{i + 1}/{len(runs)}] {r.name}{' (done)' if done else ''}{eta}", file=sys.stderr)
+        train(r.config, out / "runs" / r.name)
+    results = analyze([out / "runs" / r.name for r in runs], out / "analysis", options)
+    report = write_report(out / "report.html", results, exp, [dump_yaml(runs[0].config)])
+    print(f"report: {report}", file=sys.stderr)
+    return report
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    preset = "quick" if args.quick else args.preset
+    exp = load_experiment(preset, args.overrides)
+    run_experiment(exp, Path(args.out or f"runs/{preset}"), dry_run=args.dry_run)
+    return 0
+
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="the main job: every regime, the analysis suite, report.html",
+        description="Train every regime of an experiment grid, analyze every run and write "
+                    "OUT/report.html. Rerunning skips finished work.")
+    p.add_argument("overrides", nargs="*",
+                   help="grid keys (seeds=[0,1], num_blocks=[4,6], regimes=[e2e]) or run keys "
+                        "(train.epochs=3, data.root=/data/UCF101)")
+    p.add_argument("--preset", default="demo",
+                   help="experiment preset: demo (default), quick, paper-tiny, paper-small; "
+                        "or a YAML file")
+    p.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
+    p.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
+    p.set_defaults(func=_cmd_run)
+
