@@ -206,35 +206,45 @@ class DataConfig:
     root: str | None = None
     """UCF101: folder with one subfolder per class (and ucfTrainTestlist)."""
     frames_root: str | None = None
-    """UCF101: pre-extracted frame folders; used instead of decoding videos."""
+    """UCF101: pre-extracted frame folders (``bwssl data extract-frames``); used instead of
+    decoding videos."""
     split_dir: str | None = None
-    """UCF101: the ucfTrainTestlist folder (default: ROOT/ucfTrainTestlist)."""
+    """UCF101: the ucfTrainTestlist folder (default: ROOT/ucfTrainTestlist, else
+    FRAMES_ROOT/ucfTrainTestlist)."""
     split: int = 1
     """UCF101 official split, 1, 2 or 3."""
     num_frames: int = 16
     """T, frames per clip."""
     frame_stride: int = 4
-    """Frames between sampled clip frames (clip span = num_frames * frame_stride)."""
+    """Frames between sampled clip frames (clip span = num_frames * frame_stride; shorter
+    videos are excluded). The synthetic data is rendered at the clip rate and ignores it."""
     crop_size: int = 128
     """Spatial size of the square clip."""
     channels: int = 3
-    """Colour channels."""
+    """Colour channels: 3 (RGB) or 1 (luma)."""
     resize: Literal["short_side", "none"] = "short_side"
-    """``short_side``: scale the shorter side to ``resize_to`` before cropping."""
+    """``short_side``: scale the shorter side to ``resize_to`` before cropping; ``none``:
+    crop at native resolution (frames smaller than the crop are scaled up to it)."""
     resize_to: int | None = None
-    """Target short side (default: crop_size * 8 / 7, rounded)."""
+    """Target short side (default: crop_size * 8 / 7, rounded); at least crop_size."""
     eval_fraction: float = 0.3
-    """Seeded subsample of the test split used for evaluation."""
+    """UCF101: seeded subsample of the test split used for evaluation (the synthetic test
+    split is used whole: its size is ``synthetic_test``)."""
     max_unreadable_fraction: float = 0.05
     """Stop the run if more than this fraction of clips cannot be read."""
+    allow_missing: bool = False
+    """UCF101: go on when files listed in the split files are missing (they are logged and
+    counted) instead of stopping before training."""
     synthetic_train: int = 512
     """Synthetic dataset: training clips."""
     synthetic_test: int = 256
     """Synthetic dataset: test clips."""
     synthetic_classes: int = 10
-    """Synthetic dataset: number of motion classes."""
+    """Synthetic dataset: number of motion classes (2 to 16)."""
     cache_dir: str | None = None
-    """Optional folder for generated clips (synthetic data, gratings)."""
+    """Folder for the UCF101 video index and for generated clips (synthetic data, gratings).
+    Default: the index goes to $BWSSL_CACHE_DIR or ~/.cache/bwssl, generated clips are
+    rendered on the fly."""
 
     def __post_init__(self) -> None:
         if self.name == "auto":
@@ -245,8 +255,14 @@ class DataConfig:
                      "synthetic_train", "synthetic_test"):
             if getattr(self, name) < 1:
                 _fail(f"data.{name}", f"must be >= 1, got {getattr(self, name)}")
-        if self.synthetic_classes < 2:
-            _fail("data.synthetic_classes", f"must be >= 2, got {self.synthetic_classes}")
+        if self.channels not in (1, 3):
+            _fail("data.channels", f"allowed: 1 (luma) or 3 (RGB); got {self.channels}")
+        if self.resize_to is not None and self.resize_to < self.crop_size:
+            _fail("data.resize_to", f"must be >= data.crop_size={self.crop_size} (or null), "
+                  f"got {self.resize_to}")
+        # 16 = len(bwssl.data.synthetic.MOTION_CLASSES), checked by tests/data.
+        if not 2 <= self.synthetic_classes <= 16:
+            _fail("data.synthetic_classes", f"must lie in 2..16, got {self.synthetic_classes}")
         if not 0.0 < self.eval_fraction <= 1.0:
             _fail("data.eval_fraction", f"must lie in (0, 1], got {self.eval_fraction}")
         if not 0.0 <= self.max_unreadable_fraction <= 1.0:

@@ -1,1 +1,41 @@
-"""Video data: datasets, clip transforms and token masks."""
+"""Video data: datasets, clip transforms and token masks.
+
+The trainer and the analyses use :func:`build_dataset`, :class:`ClipDataset`
+(``dataset[i]``: evaluation view; ``dataset[(i, aug_seed)]``: training view),
+:func:`make_loader`, :class:`ClipBatch` and :func:`check_unreadable`; the
+feature-complexity probes use :class:`GratingDataset`.
+"""
+
+from bwssl.data.build import build_dataset
+from bwssl.data.clips import (
+    ClipBatch,
+    ClipDataset,
+    VideoReadError,
+    check_unreadable,
+    collate_clips,
+    make_loader,
+)
+from bwssl.data.gratings import GratingDataset, GratingGrid
+from bwssl.data.synthetic import MOTION_CLASSES, SyntheticMotion
+from bwssl.data.transforms import ClipFormat, denormalize, normalize
+from bwssl.data.ucf101 import UCF101, UCF101Index, index_ucf101
+
+__all__ = [
+    "MOTION_CLASSES",
+    "UCF101",
+    "ClipBatch",
+    "ClipDataset",
+    "ClipFormat",
+    "GratingDataset",
+    "GratingGrid",
+    "SyntheticMotion",
+    "UCF101Index",
+    "VideoReadError",
+    "build_dataset",
+    "check_unreadable",
+    "collate_clips",
+    "denormalize",
+    "index_ucf101",
+    "make_loader",
+    "normalize",
+]
