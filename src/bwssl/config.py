@@ -172,6 +172,8 @@ class TrainConfig:
     """torch.compile backend (``eager`` traces without generating code: for tests)."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = True
+    """Also log to RUN_DIR/tensorboard when tensorboard is installed (bwssl[tensorboard])."""
     max_steps: int | None = None
     """Stop each stage after this many steps (for smoke tests)."""
 

@@ -183,3 +183,27 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
         assert torch.equal(clean[n], resumed[n]), n
     steps = [r["step"] for r in _metrics(killed)]
     assert steps == sorted(set(steps)) == [r["step"] for r in _metrics(tmp_path / "clean")]
+
+
+def test_logs_to_tensorboard_when_available(make_cfg, tmp_path, monkeypatch):
+    import bwssl.train.trainer as trainer_module
+
+    scalars: list[tuple[str, float, int]] = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            scalars.append(("closed", 0.0, 0))
+
+    monkeypatch.setattr(trainer_module, "tensorboard_writer", lambda log_dir: Writer())
+    train(make_cfg("model.num_blocks=2"), tmp_path)
+    tags = {t for t, _, _ in scalars}
+    assert {"loss/block1", "loss/block2", "lr", "clips_per_s", "closed"} <= tags
+    lines = _metrics(tmp_path)
+    assert [s for t, _, s in scalars if t == "lr"] == [r["step"] for r in lines]
+
+    scalars.clear()
+    train(make_cfg("model.num_blocks=2", "train.tensorboard=false"), tmp_path / "off")
+    assert scalars == []

@@ -124,6 +124,7 @@ class Trainer:
             raise UserError("train.precision=fp16 needs a loss scaler per block, which a shared "
                             "decoder (model.shared_decoder=true) cannot have; use bf16 or fp32")
         self.stages = stages(cfg.regime, cfg.model.num_blocks)
+        self._tb: Any = None
 
     # --- setup -------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -219,6 +220,8 @@ class Trainer:
 
         if self.rank == 0:
             save_checkpoint(run.final, self._payload(model, [], pos))
+            if self._tb:
+                self._tb.close()
         if self.world > 1:
             dist.barrier()
         self._say(f"done: {run.final}")
@@ -368,12 +371,31 @@ class Trainer:
             save_checkpoint(path, self._payload(model, units, pos))
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.rank == 0:
-            self.run.log(record)
+        """One metrics.jsonl line; also TensorBoard scalars when tensorboard is installed."""
+        if self.rank != 0:
+            return
+        self.run.log(record)
+        if self._tb is None and self.cfg.train.tensorboard:
+            self._tb = tensorboard_writer(self.run.root / "tensorboard")
+        if self._tb:
+            step = record["step"]
+            for k, v in record["loss"].items():
+                self._tb.add_scalar(f"loss/block{int(k) + 1}", v, step)
+            self._tb.add_scalar("lr", record["lr"], step)
+            self._tb.add_scalar("clips_per_s", record["clips_per_s"], step)
 
     def _say(self, text: str) -> None:
         if self.rank == 0:
             print(text, file=sys.stderr)
+
+
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter, or False when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the optional extra bwssl[tensorboard] is not installed
+        return False
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def train(cfg: Config, run_dir: Path) -> Path:
