@@ -31,6 +31,7 @@ from pathlib import Path
 
 from matplotlib import rcParams
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -70,7 +71,7 @@ def _color(regime: str) -> str:
     if regime in REGIME_COLORS:
         return REGIME_COLORS[regime]
     cycle = rcParams["axes.prop_cycle"].by_key()["color"]
-    return str(cycle[sum(map(ord, regime)) % len(cycle)])
+    return to_hex(cycle[sum(map(ord, regime)) % len(cycle)])  # entries may be RGB tuples
 
 
 def _linestyle(k: int, all_k: Sequence[int]) -> str:

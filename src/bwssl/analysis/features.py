@@ -1,0 +1,304 @@
+"""Block features of an encoder on a dataset: extracted once, cached on disk.
+
+For every clip the model's K block outputs h_k (B, N, D) are computed with
+masking off (:meth:`~bwssl.models.blockwise.BlockwiseVideoMAE.block_outputs`),
+in eval mode, without gradients, in batches, with a progress bar. What is
+kept:
+
+- ``pooled``: z_k, the mean over the N patch tokens (the model has no class
+  token), for every clip: (K, M, D) float32.
+- ``tokens``: the full h_k, only for a seeded subsample of clips (the CPS
+  analysis needs every token, and all tokens of all clips would not fit):
+  (K, M_tok, N, D), float16 when every value fits its range, else float32.
+  CPS normalizes each token by itself (LayerNorm, L2), so fp16's relative
+  rounding (5e-4) does not move it.
+
+Clips that cannot be read are dropped; ``index`` says which dataset items
+the rows are.
+
+The cache key is the sha256 of the encoder's *content* (:func:`file_sha256`
+of the checkpoint, not its path or mtime), the dataset's identity (its
+config, split, subsample, any occlusion: whatever decides the pixels) and
+the token subsample. A rerun with the same key loads the ``.npz`` instead of
+running the model; a file is written to a temporary name and renamed, so an
+interrupted run never leaves a torn cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bwssl.models.blockwise import BlockwiseVideoMAE
+
+logger = logging.getLogger(__name__)
+
+FEATURES_VERSION = 1
+"""Bumped when what is stored (or how it is computed) changes: old cache entries are ignored."""
+
+VideoTransform = Callable[[torch.Tensor], torch.Tensor]
+"""A function of a clip batch (B, C, T, H, W) applied before the model (e.g. an occluder)."""
+
+_FP16_MAX = 6.0e4
+
+
+@dataclass
+class Features:
+    """Block outputs of one encoder on one dataset."""
+
+    pooled: np.ndarray
+    """(K, M, D) float32: z_k, block k's tokens averaged over the N tokens, per kept clip."""
+    index: np.ndarray
+    """(M,) int64: the dataset item of each row (unreadable clips are left out)."""
+    token_index: np.ndarray
+    """(M_tok,) int64: the dataset items whose full tokens are in ``tokens``."""
+    tokens: np.ndarray
+    """(K, M_tok, N, D): full block outputs of the ``token_index`` clips (float16 or float32)."""
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.pooled.shape[0])
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_sha256(paths: Sequence[str | Path]) -> str:
+    """Hex sha256 over several files (their names and contents, in the given order)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0" + file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def cache_key(
+    encoder_digest: str, dataset_id: Mapping[str, Any], token_items: Sequence[int] = ()
+) -> str:
+    """The cache key of (encoder content, dataset identity, token subsample)."""
+    text = json.dumps(
+        {
+            "version": FEATURES_VERSION,
+            "encoder": encoder_digest,
+            "dataset": dataset_id,
+            "token_items": [int(i) for i in token_items],
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``items`` of a dataset as ``(item, clip or None)``; labels are not needed here."""
+
+    def __init__(self, dataset: Any, items: np.ndarray) -> None:
+        self.dataset, self.items = dataset, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, j: int) -> tuple[int, torch.Tensor | None]:
+        i = int(self.items[j])
+        sample = self.dataset[i]
+        if isinstance(sample, tuple):  # (video, label) clip datasets; gratings give the clip
+            sample = sample[0]
+        return i, sample
+
+
+def _collate(
+    batch: list[tuple[int, torch.Tensor | None]],
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(items, clips) of the readable samples, and how many samples the batch had."""
+    good = [(i, v) for i, v in batch if v is not None]
+    if not good:
+        return torch.empty(0, dtype=torch.int64), torch.empty(0), len(batch)
+    return torch.tensor([i for i, _ in good]), torch.stack([v for _, v in good]), len(batch)
+
+
+def clip_batches(
+    dataset: Any,
+    items: Sequence[int] | np.ndarray,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Batches ``(items, clips, seen)`` over ``dataset[i]`` for ``i`` in ``items``, in order.
+
+    ``items`` (B',) are the dataset indices of the readable clips (B', C, T,
+    H, W); ``seen`` counts every item of the batch, unreadable ones included.
+    """
+    loader = torch.utils.data.DataLoader(
+        _Indexed(dataset, np.asarray(items, dtype=np.int64)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+    )
+    yield from loader
+
+
+def extract_features(
+    model: BlockwiseVideoMAE,
+    dataset: Any,
+    *,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    token_items: Sequence[int] = (),
+    transform: VideoTransform | None = None,
+    items: Sequence[int] | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "features",
+) -> Features:
+    """Run ``model`` over ``dataset`` (or its ``items``) and keep pooled and subsampled tokens.
+
+    ``dataset[i]`` is ``(video, label)``, a bare video (C, T, H, W), or None
+    (unreadable: skipped). ``transform`` is applied to each batch on
+    ``device`` before the model. Full tokens are kept for ``token_items``
+    (dataset indices). The model is put in eval mode.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    order = (
+        np.arange(len(dataset), dtype=np.int64)
+        if items is None
+        else np.asarray(items, dtype=np.int64)
+    )
+    want = {int(i) for i in token_items}
+    pooled: list[torch.Tensor] = []
+    kept: list[torch.Tensor] = []
+    tok: dict[int, torch.Tensor] = {}
+    bar = tqdm(
+        total=len(order),
+        desc=desc,
+        unit="clip",
+        file=sys.stderr,
+        leave=False,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    batches = clip_batches(dataset, order, batch_size, num_workers, device.type == "cuda")
+    with torch.inference_mode(), bar:
+        for idx, video, seen in batches:
+            bar.update(seen)
+            if len(idx) == 0:
+                continue
+            video = video.to(device, non_blocking=True)
+            if transform is not None:
+                video = transform(video)
+            outs = model.block_outputs(video)  # K x (B, N, D)
+            pooled.append(torch.stack([h.float().mean(dim=1) for h in outs]).cpu())  # (K, B, D)
+            kept.append(idx)
+            for j, i in enumerate(idx.tolist()):
+                if i in want:
+                    tok[i] = torch.stack([h[j].float() for h in outs]).cpu()  # (K, N, D)
+    if not kept:
+        raise ValueError(f"{desc}: no clip of the dataset could be read")
+    z = torch.cat(pooled, dim=1).numpy()
+    token_index = np.array(sorted(tok), dtype=np.int64)
+    if len(token_index):
+        tokens = torch.stack([tok[int(i)] for i in token_index], dim=1).numpy()  # (K, M, N, D)
+        if np.isfinite(tokens).all() and np.abs(tokens).max() < _FP16_MAX:
+            tokens = tokens.astype(np.float16)
+    else:
+        k, d = z.shape[0], z.shape[2]
+        tokens = np.zeros((k, 0, 0, d), dtype=np.float32)
+    return Features(z, torch.cat(kept).numpy().astype(np.int64), token_index, tokens)
+
+
+class FeatureCache:
+    """``.npz`` files of :class:`Features` under ``root``, one per :func:`cache_key`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def load(self, key: str) -> Features | None:
+        """The cached features of ``key``, or None (missing or unreadable: recomputed)."""
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as f:
+                return Features(f["pooled"], f["index"], f["token_index"], f["tokens"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            logger.warning("ignoring unreadable feature cache %s (%s)", p, e)
+            return None
+
+    def save(self, key: str, feats: Features, about: Mapping[str, Any] | None = None) -> Path:
+        """Write ``feats`` (and ``about``, a JSON note of what they are) atomically."""
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    pooled=feats.pooled,
+                    index=feats.index,
+                    token_index=feats.token_index,
+                    tokens=feats.tokens,
+                    about=np.array(json.dumps(about or {}, sort_keys=True, default=str)),
+                )
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return p
+
+
+def block_features(
+    model: BlockwiseVideoMAE,
+    dataset: Any,
+    *,
+    encoder_digest: str,
+    dataset_id: Mapping[str, Any],
+    cache: FeatureCache | None,
+    token_items: Sequence[int] = (),
+    items: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> Features:
+    """:func:`extract_features`, read from ``cache`` when this exact extraction was done before.
+
+    ``dataset_id`` must pin down every pixel the model sees (config, split,
+    subsample, transform); ``encoder_digest`` the weights (e.g.
+    :func:`file_sha256` of the checkpoint); ``items`` and ``token_items``
+    (dataset indices) are part of the key. ``kwargs`` go to
+    :func:`extract_features`: a ``transform`` changes the pixels and must be
+    described in ``dataset_id``; the others (batch size, device, workers,
+    progress) do not change the result.
+    """
+    ident = dict(dataset_id)
+    if items is not None:
+        ident["items"] = [int(i) for i in items]
+    key = cache_key(encoder_digest, ident, token_items)
+    if cache is not None:
+        hit = cache.load(key)
+        if hit is not None:
+            return hit
+    feats = extract_features(model, dataset, token_items=token_items, items=items, **kwargs)
+    if cache is not None:
+        cache.save(key, feats, {"encoder": encoder_digest, "dataset": dict(dataset_id)})
+    return feats
