@@ -133,3 +133,21 @@ def test_normalized_targets_match_direct_formula():
     torch.testing.assert_close(got[0, token], expected, rtol=1e-5, atol=1e-5)
     raw = patch_targets(video, tubelet=2, patch=4, normalize=False)
     torch.testing.assert_close(raw[0, token], flat.T.reshape(-1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("grid", ["model.tubelet_size=2", "model.tubelet_size=1"])
+def test_visible_only_embedding_equals_embedding_then_dropping(make_cfg, grid):
+    """Embedding only the visible tubelets gives the tokens (and gradients) of running the
+    convolution over the whole clip and dropping the masked ones."""
+    cfg = make_cfg(grid)
+    model = build_model(cfg)
+    block = model.blocks[0]
+    video, mask = _clip(cfg), _mask(cfg, model)
+    fast = block.embed(video, ~mask)
+    full = block.embed(video)
+    slow = full[~mask].view(full.shape[0], -1, full.shape[-1])
+    assert fast.shape == slow.shape
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), block.embed.proj.weight)
+    (g_slow,) = torch.autograd.grad(slow.square().sum(), block.embed.proj.weight)
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-4)  # summation order

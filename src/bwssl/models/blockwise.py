@@ -49,9 +49,13 @@ class EncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Block 0 takes the clip (B, C, T, H, W) and drops masked tokens; others take tokens."""
         if self.embed is not None:
-            x = self.embed(x) + self.pos_embed.to(x.dtype)  # (B, N, D)
-            if mask is not None:
-                x = x[~mask].view(x.shape[0], -1, x.shape[-1])  # (B, N_vis, D)
+            pos = self.pos_embed.to(x.dtype)
+            if mask is None:
+                x = self.embed(x) + pos  # (B, N, D)
+            else:  # only the visible tubelets are embedded: (B, N_vis, D)
+                keep = ~mask
+                x = self.embed(x, keep) + pos.expand(x.shape[0], -1, -1)[keep].view(
+                    x.shape[0], -1, pos.shape[-1])
         x = self.layers(x)
         return self.norm(x) if self.norm is not None else x
 

@@ -37,8 +37,24 @@ class TubeletEmbed(nn.Module):
         self.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch),
                               stride=(tubelet, patch, patch))
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.proj(video).flatten(2).transpose(1, 2)  # (B, N, D), w fastest
+    def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, N, D), w fastest; with ``keep`` ((B, N) bool, the same count per clip)
+        only the kept tokens (B, N_keep, D), in token order.
+
+        With ``keep`` the masked tubelets are never embedded: the kept ones are
+        gathered and projected with the convolution's kernel as one matrix
+        product. With 90% masking this does a tenth of the work of running the
+        convolution over the whole clip and dropping most of its output.
+        """
+        if keep is None:
+            return self.proj(video).flatten(2).transpose(1, 2)
+        b, c, t, h, w = video.shape
+        kt, kp, _ = self.proj.kernel_size
+        x = video.view(b, c, t // kt, kt, h // kp, kp, w // kp, kp)
+        # (B, T', H', W', C, t, p, p): each tubelet flattened in the kernel's (C, t, p, p) order
+        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, c * kt * kp * kp)
+        x = x[keep].view(b, -1, x.shape[-1])
+        return F.linear(x, self.proj.weight.flatten(1), self.proj.bias)
 
 
 class Attention(nn.Module):
