@@ -207,3 +207,32 @@ def test_logs_to_tensorboard_when_available(make_cfg, tmp_path, monkeypatch):
     scalars.clear()
     train(make_cfg("model.num_blocks=2", "train.tensorboard=false"), tmp_path / "off")
     assert scalars == []
+
+
+def test_each_unit_steps_and_frees_its_gradients_before_the_next_block_runs(make_cfg, tmp_path,
+                                                                            monkeypatch):
+    """Simultaneous training applies block k's update as soon as its backward is done, so no
+    two blocks' gradients are alive at once (a lower peak than stepping all blocks at the
+    end); with accumulation, only after the last micro-batch."""
+    from bwssl.train.units import UnitForward
+
+    alive: list[tuple[int, bool]] = []
+    forward = UnitForward.forward
+
+    def spy(self, x, *args):
+        model = self._model[0]
+        earlier = [p for k in range(self.ids[0]) for p in model.block_params(k)]
+        alive.append((self.ids[0], any(p.grad is not None for p in earlier)))
+        return forward(self, x, *args)
+
+    monkeypatch.setattr(UnitForward, "forward", spy)
+    train(make_cfg("regime=simultaneous", "model.num_blocks=4", "train.max_steps=2"),
+          tmp_path / "plain")
+    assert [k for k, _ in alive] == [0, 1, 2, 3] * 2
+    assert not any(grad for _, grad in alive)
+
+    alive.clear()
+    train(make_cfg("regime=simultaneous", "model.num_blocks=2", "train.max_steps=1",
+                   "train.accum_steps=2"), tmp_path / "accum")
+    # micro-batch 1: block 0's gradient waits for micro-batch 2; then it is stepped and freed
+    assert alive == [(0, False), (1, True), (0, False), (1, False)]
