@@ -40,18 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Blockwise self-supervised learning for video ViTs, with depth-resolved analyses.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    for module, fn in (("bwssl.data.commands", "add_data_parser"),
-                       ("bwssl.analysis.commands", "add_analyze_parser"),
-                       ("bwssl.experiment", "add_run_parser"),
-                       ("bwssl.interop.commands", "add_export_parser"),
-                       ("bwssl.bench", "add_bench_parser")):
-        try:
-            mod = __import__(module, fromlist=[fn])
-        except ModuleNotFoundError as e:
-            if e.name is not None and e.name.startswith("bwssl"):
-                continue  # that part of bwssl is not built yet
-            raise
-        getattr(mod, fn)(sub)
+    from bwssl.analysis.commands import add_analyze_parser
+    from bwssl.bench import add_bench_parser
+    from bwssl.data.commands import add_data_parser
+    from bwssl.experiment import add_run_parser
+    from bwssl.interop.commands import add_export_parser
+
+    for add in (add_data_parser, add_analyze_parser, add_run_parser, add_export_parser,
+                add_bench_parser):
+        add(sub)
     return parser
 
 

@@ -155,15 +155,19 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     options = _build(AnalysisOptions, apply_overrides({}, exp.analysis))
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))
-    t0 = time.perf_counter()
+    t0, trained = time.perf_counter(), 0
     for i, r in enumerate(runs):
         done = (out / "runs" / r.name / "checkpoints" / "final.pt").exists()
-        elapsed = time.perf_counter() - t0
         eta = ""
-        if i and not done:
-            eta = f", ETA {elapsed / i * (len(runs) - i) / 60:.1f} min"
+        if trained and not done:  # from the runs trained in this call, not the skipped ones
+            per_run = (time.perf_counter() - t0) / trained
+            eta = f", ETA {per_run * (len(runs) - i) / 60:.1f} min"
         print(f"[{i + 1}/{len(runs)}] {r.name}{' (done)' if done else ''}{eta}", file=sys.stderr)
+        if not done and not trained:
+            t0 = time.perf_counter()
+        # A finished run returns at once, after checking that its config is still this one.
         train(r.config, out / "runs" / r.name)
+        trained += not done
     results = analyze([out / "runs" / r.name for r in runs], out / "analysis", options)
     report = write_report(out / "report.html", results, exp, [dump_yaml(runs[0].config)])
     print(f"report: {report}", file=sys.stderr)
