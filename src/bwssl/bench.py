@@ -1,7 +1,7 @@
 """``bwssl bench``: training-step throughput and peak memory of every regime, side by side.
 
-Every run drives the trainer's own step (:meth:`Trainer._units` builds the
-optimizer units, :meth:`Trainer._step` does one optimizer step) on a synthetic
+Every run drives the trainer's own step (:meth:`Trainer.units` builds the
+optimizer units, :meth:`Trainer.step` does one optimizer step) on a synthetic
 batch, so the numbers are those of real training minus data loading. All runs
 of one invocation share one process, one device and one set of settings:
 
@@ -154,7 +154,7 @@ class PeakMemory:
 
 @dataclass
 class SyntheticBatch:
-    """What :meth:`Trainer._step` reads from a data-loader batch."""
+    """What :meth:`Trainer.step` reads from a data-loader batch."""
 
     video: torch.Tensor
     """(B, C, T, H, W) normalized clips."""
@@ -272,12 +272,12 @@ def _bwssl_setup(cfg: Config, stage_index: int, run_dir: Path) -> Setup:
         for k, block in enumerate(model.blocks):  # as Trainer.fit prepares a stage
             block.requires_grad_(k in stage.trained)
             block.train(k not in stage.frozen)
-        units = trainer._units(model, stage)
+        units = trainer.units(model, stage)
         batch = _synthetic_batch(cfg, trainer.device)
 
         def step(i: int) -> None:
             pos = Position(stage=stage.index, step=i, global_step=i)
-            trainer._step(model, stage, units, batch, pos, cfg.train.lr)  # type: ignore[arg-type]
+            trainer.step(model, stage, units, batch, pos, cfg.train.lr)  # type: ignore[arg-type]
 
         total = sum(p.numel() for p in model.parameters())
         trained = sum(p.numel() for u in units for p in u.params)

@@ -132,7 +132,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _units(self, model: BlockwiseVideoMAE, stage: Stage) -> list[Unit]:
+    def units(self, model: BlockwiseVideoMAE, stage: Stage) -> list[Unit]:
+        """The optimizer units of ``stage``: per unit its blocks' forward (wrapped in DDP and
+        compiled as configured), parameters, AdamW and loss scaler."""
         tc = self.cfg.train
         units = []
         shared = list(model.decoders["0"].parameters()) if model.cfg.shared_decoder else []
@@ -207,7 +209,7 @@ class Trainer:
             for k, block in enumerate(model.blocks):
                 block.requires_grad_(k in stage.trained)
                 block.train(k not in stage.frozen)
-            units = self._units(model, stage)
+            units = self.units(model, stage)
             if ckpt is not None and ckpt["units"] and ckpt["position"]["stage"] == stage.index:
                 for unit, state in zip(units, ckpt["units"], strict=True):
                     unit.optimizer.load_state_dict(state["optimizer"])
@@ -246,7 +248,7 @@ class Trainer:
                 if stage_step >= total:
                     break
                 lr = lr_at(stage_step, total, warmup, peak, cfg.train.min_lr)
-                losses = self._step(model, stage, units, batch, pos, lr)
+                losses = self.step(model, stage, units, batch, pos, lr)
                 pos.seen += batch.video.shape[0] + batch.skipped
                 pos.skipped += batch.skipped
                 check_unreadable(pos.skipped, pos.seen, cfg.data)
@@ -282,8 +284,10 @@ class Trainer:
                     break
         bar.close()
 
-    def _step(self, model: BlockwiseVideoMAE, stage: Stage, units: list[Unit], batch: ClipBatch,
-              pos: Position, lr: float) -> dict[int, float]:
+    def step(self, model: BlockwiseVideoMAE, stage: Stage, units: list[Unit], batch: ClipBatch,
+             pos: Position, lr: float) -> dict[int, float]:
+        """One optimizer step of every unit on ``batch`` at ``pos``; returns the mean loss
+        per block. Raises TrainingDiverged on a non-finite loss (in any process)."""
         cfg, dev = self.cfg, self.device
         for unit in units:
             for group in unit.optimizer.param_groups:
