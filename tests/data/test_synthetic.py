@@ -63,10 +63,15 @@ def test_disk_cache_gives_the_same_clips(tmp_path, monkeypatch):
 
 
 def test_default_dataset_renders_well_under_a_minute():
-    """512 train + 256 test clips of 16 frames at 64 pixels (73 rendered), in one process."""
+    """The clips of the default `bwssl run` (the demo preset: 4096 train + 256 test clips),
+    clip by clip as a data loader renders them, in one process (a bound, not a benchmark)."""
+    from bwssl.config import load_config
+
+    data = load_config("demo", []).data
     start = time.perf_counter()
-    for split, n in (("train", 512), ("test", 256)):
-        ds = SyntheticMotion(ClipFormat(16, 4, 64), n, 10, split)
+    for split, n in (("train", data.synthetic_train), ("test", data.synthetic_test)):
+        ds = SyntheticMotion(ClipFormat(data.num_frames, 1, data.crop_size), n,
+                             data.synthetic_classes, split)
         for i in range(n):
             ds.render(i, i + 1)
     assert time.perf_counter() - start < 30
