@@ -127,16 +127,18 @@ def estimated_steps(cfg: Config, train_clips: int) -> int:
 UCF101_TRAIN_VIDEOS = {1: 9537, 2: 9586, 3: 9624}
 
 
+def _train_clips(cfg: Config, ucf101: bool = False) -> int:
+    """Training clips per epoch: exact for the synthetic set, the official list for UCF101."""
+    d = cfg.data
+    return UCF101_TRAIN_VIDEOS[d.split] if ucf101 or d.name == "ucf101" else d.synthetic_train
+
+
 def describe(runs: list[PlannedRun], ucf101: bool) -> str:
     """The plan as text: one line per run with its estimated optimizer steps."""
     lines = [f"{len(runs)} runs:"]
     for r in runs:
-        d = r.config.data
-        if ucf101 or d.name == "ucf101":
-            n, approx = UCF101_TRAIN_VIDEOS[d.split], "~"
-        else:
-            n, approx = d.synthetic_train, ""
-        steps = f"{approx}{estimated_steps(r.config, n)} steps"
+        approx = "~" if ucf101 or r.config.data.name == "ucf101" else ""
+        steps = f"{approx}{estimated_steps(r.config, _train_clips(r.config, ucf101))} steps"
         lines.append(f"  {r.name:<28} regime={r.config.regime:<12} K={r.config.model.num_blocks} "
                      f"epochs/stage={r.config.train.epochs} {steps}")
     return "\n".join(lines)
@@ -155,19 +157,23 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     options = _build(AnalysisOptions, apply_overrides({}, exp.analysis))
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))
-    t0, trained = time.perf_counter(), 0
+    # The ETA: seconds per estimated optimizer step of the runs trained in this call, times
+    # the steps left (a sequential run counts its K stages).
+    steps = [estimated_steps(r.config, _train_clips(r.config)) for r in runs]
+    t0, trained_steps = time.perf_counter(), 0
     for i, r in enumerate(runs):
         done = (out / "runs" / r.name / "checkpoints" / "final.pt").exists()
         eta = ""
-        if trained and not done:  # from the runs trained in this call, not the skipped ones
-            per_run = (time.perf_counter() - t0) / trained
-            eta = f", ETA {per_run * (len(runs) - i) / 60:.1f} min"
+        if trained_steps and not done:
+            per_step = (time.perf_counter() - t0) / trained_steps
+            eta = f", ETA {per_step * sum(steps[i:]) / 60:.1f} min"
         print(f"[{i + 1}/{len(runs)}] {r.name}{' (done)' if done else ''}{eta}", file=sys.stderr)
-        if not done and not trained:
+        if not done and not trained_steps:
             t0 = time.perf_counter()
         # A finished run returns at once, after checking that its config is still this one.
         train(r.config, out / "runs" / r.name)
-        trained += not done
+        if not done:
+            trained_steps += steps[i]
     results = analyze([out / "runs" / r.name for r in runs], out / "analysis", options)
     report = write_report(out / "report.html", results, exp, [dump_yaml(runs[0].config)])
     print(f"report: {report}", file=sys.stderr)
