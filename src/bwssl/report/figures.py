@@ -105,18 +105,16 @@ def _legend(fig: Figure, axes: Iterable[Axes]) -> None:
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    if handles:
+    fig.tight_layout()
+    if handles:  # below the axes, outside the figure: savefig's tight bbox takes it in
         fig.legend(
             list(handles.values()),
             list(handles.keys()),
-            loc="lower center",
+            loc="upper center",
             ncol=min(len(handles), 5),
             frameon=False,
-            bbox_to_anchor=(0.5, -0.02),
+            bbox_to_anchor=(0.5, 0.0),
         )
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
-    else:
-        fig.tight_layout()
 
 
 def _block_panel(
@@ -190,7 +188,7 @@ def _block_figure(
                     axes[i][j],
                     sel,
                     metric,
-                    f"{title} \u2014 {model}",
+                    f"{title}\n{model}",  # two lines: long titles would run together
                     transitions=metric in transitions,
                 )
             else:
@@ -310,7 +308,7 @@ def fig4_similarity(rows: list[ResultRow], out_dir: Path) -> list[Path]:
                     axes[i][j],
                     sel,
                     metric,
-                    f"{title} \u2014 {model}",
+                    f"{title}\n{model}",  # two lines: long titles would run together
                     transitions=metric == "cka_next",
                 )
             else:
