@@ -8,7 +8,8 @@ torch tensors:
 - :func:`cps` (tokens): cosine patch similarity of a clip's tokens.
 - :func:`occdrop` (acc_full, acc_occluded): relative accuracy drop under occlusion.
 
-The rest lives in the submodules: ``similarity`` (also ``rbf_cka``),
+The whole suite on trained runs is :func:`analyze` (runs, out, :class:`AnalysisOptions`),
+what ``bwssl analyze`` calls. The rest lives in the submodules: ``similarity`` (also ``rbf_cka``),
 ``retrieval``, ``probes`` (linear and cross-validated probes, CPU sklearn or
 GPU torch), ``occlusion`` (pixel-space occluders), ``results`` (the tidy
 results table and its aggregation).
@@ -17,5 +18,6 @@ results table and its aggregation).
 from bwssl.analysis.occlusion import occdrop
 from bwssl.analysis.retrieval import retrieval_map
 from bwssl.analysis.similarity import cps, linear_cka
+from bwssl.analysis.suite import AnalysisOptions, analyze
 
-__all__ = ["cps", "linear_cka", "occdrop", "retrieval_map"]
+__all__ = ["AnalysisOptions", "analyze", "cps", "linear_cka", "occdrop", "retrieval_map"]
