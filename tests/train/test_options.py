@@ -98,3 +98,43 @@ def test_two_processes_match_one_with_the_same_global_batch(regime, tmp_path):
     assert not any(k.startswith(("module.", "_orig_mod.")) or ".module." in k for k in two)
     for n in one:
         torch.testing.assert_close(one[n], two[n], rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_interrupted_in_one_process_resumes_in_two(tmp_path, monkeypatch):
+    """Resume under a changed world size: stopped after 3 of 4 steps in one process, finished
+    by torchrun with 2 processes, it ends where an uninterrupted one-process run ends."""
+    from bwssl.config import load_config
+    from bwssl.train.trainer import Trainer
+
+    overrides = ["regime=simultaneous", "train.epochs=2", "train.batch_size=4",
+                 "train.device=cpu", "train.checkpoint_every=1", "data.synthetic_train=8",
+                 "train.progress=false"]
+    cfg = load_config("tiny-debug", overrides)
+    train(cfg, tmp_path / "whole")
+
+    step, calls = Trainer.step, []
+
+    def stop_after_three(self, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "step", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed")
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["position"]["global_step"] == 3
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "bwssl",
+                           "train", "tiny-debug", *overrides, "--out",
+                           str(tmp_path / "resumed")],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming" in proc.stderr
+    whole, resumed = _final(tmp_path / "whole"), _final(tmp_path / "resumed")
+    for n in whole:
+        torch.testing.assert_close(whole[n], resumed[n], rtol=1e-4, atol=1e-5)
