@@ -81,3 +81,12 @@ def test_presets_validate(preset):
     exp = load_experiment(preset, ["data.root=/nonexistent"] if preset.startswith("paper")
                           else [])
     assert plan(exp, dry_run=True)
+
+
+def test_wrong_data_root_stops_before_any_training(tmp_path, capsys):
+    out = tmp_path / "x"
+    code = main(["run", "--preset", "paper-tiny", f"data.root={tmp_path / 'nope'}",
+                 "--out", str(out)])
+    assert code == 2
+    assert "data.root" in capsys.readouterr().err
+    assert not (out / "runs").exists()

@@ -155,6 +155,7 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     from bwssl.train.trainer import train
 
     options = _build(AnalysisOptions, apply_overrides({}, exp.analysis))
+    _check_data(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))
     # The ETA: seconds per estimated optimizer step of the runs trained in this call, times
@@ -178,6 +179,21 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     report = write_report(out / "report.html", results, exp, [dump_yaml(runs[0].config)])
     print(f"report: {report}", file=sys.stderr)
     return report
+
+
+def _check_data(runs: list[PlannedRun]) -> None:
+    """Open the train and test splits of every distinct data config before anything trains,
+    so that a wrong path or missing files stop the command now, not after hours of training
+    (the test split is otherwise first read by the analysis)."""
+    from bwssl.data.build import build_dataset
+
+    seen: list[object] = []
+    for r in runs:
+        if r.config.data in seen:
+            continue
+        seen.append(r.config.data)
+        for split in ("train", "test"):
+            build_dataset(r.config.data, split)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

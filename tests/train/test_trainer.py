@@ -236,3 +236,15 @@ def test_each_unit_steps_and_frees_its_gradients_before_the_next_block_runs(make
                    "train.accum_steps=2"), tmp_path / "accum")
     # micro-batch 1: block 0's gradient waits for micro-batch 2; then it is stepped and freed
     assert alive == [(0, False), (1, True), (0, False), (1, False)]
+
+
+def test_bad_data_root_leaves_no_run_behind(tmp_path, capsys):
+    """A wrong data.root fails before the run folder is written, so the corrected command
+    is not refused as 'a run with a different config'."""
+    out = tmp_path / "run"
+    assert main(["train", "tiny-debug", "data.name=ucf101", f"data.root={tmp_path / 'nope'}",
+                 "--out", str(out)]) == 2
+    assert "data.root" in capsys.readouterr().err
+    assert not (out / "config.yaml").exists()
+    assert main(["train", "tiny-debug", "train.max_steps=1", "--out", str(out)]) == 0
+    assert (out / "checkpoints" / "final.pt").is_file()

@@ -168,6 +168,13 @@ class Trainer:
         if run.final.exists() and run.saved_config() == cfg:
             self._say(f"{run.root}: already finished ({run.final})")
             return run.final
+        # The data first: a wrong data.root must not leave a run folder behind whose config
+        # would refuse the corrected command.
+        data = build_dataset(cfg.data, "train", seed=cfg.seed)
+        steps_per_epoch = len(data) // cfg.train.batch_size
+        if steps_per_epoch < 1:
+            raise UserError(f"the training set has {len(data)} clips, fewer than "
+                            f"train.batch_size={cfg.train.batch_size}; lower the batch size")
         if self.rank == 0:
             run.prepare(cfg, environment(self.device, cfg.seed))
         if self.world > 1:
@@ -177,11 +184,6 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         model = build_model(cfg).to(self.device)
-        data = build_dataset(cfg.data, "train", seed=cfg.seed)
-        steps_per_epoch = len(data) // cfg.train.batch_size
-        if steps_per_epoch < 1:
-            raise UserError(f"the training set has {len(data)} clips, fewer than "
-                            f"train.batch_size={cfg.train.batch_size}; lower the batch size")
 
         pos, ckpt = Position(), None
         if run.last.exists():
