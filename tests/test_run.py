@@ -90,3 +90,32 @@ def test_wrong_data_root_stops_before_any_training(tmp_path, capsys):
     assert code == 2
     assert "data.root" in capsys.readouterr().err
     assert not (out / "runs").exists()
+
+
+def test_e2e_runs_that_differ_only_in_k_are_trained_once(tmp_path, capsys):
+    """The grid's E2E run at K=4 is re-cut from the one at K=2 (same seed), not trained, and
+    equals an E2E run trained at K=4 directly."""
+    import torch
+
+    from bwssl.train.trainer import train
+
+    exp = load_experiment("quick", ["regimes=[e2e,simultaneous]", "num_blocks=[2,4]"])
+    runs = {r.name: r for r in plan(exp)}
+    assert runs["e2e-k4-s0"].source == "e2e-k2-s0"
+    assert runs["e2e-k2-s0"].source is None and runs["simultaneous-k4-s0"].source is None
+
+    out = tmp_path / "grid"
+    assert main(["run", "--quick", "regimes=[e2e]", "num_blocks=[2,4]",
+                 "--out", str(out)]) == 0
+    assert "e2e-k4-s0 (re-cut from e2e-k2-s0)" in capsys.readouterr().err
+    assert (out / "runs" / "e2e-k4-s0" / "metrics.jsonl").read_text() == (
+        out / "runs" / "e2e-k2-s0" / "metrics.jsonl").read_text()
+
+    train(runs["e2e-k4-s0"].config, tmp_path / "direct")
+    derived, direct = (torch.load(p / "checkpoints" / "final.pt", weights_only=False)["model"]
+                       for p in (out / "runs" / "e2e-k4-s0", tmp_path / "direct"))
+    assert derived.keys() == direct.keys()
+    assert all(torch.equal(derived[n], direct[n]) for n in direct)
+    with (out / "analysis" / "results.csv").open() as f:
+        blocks = {r["block"] for r in csv.DictReader(f) if r["run"] == "e2e-k4-s0"}
+    assert blocks == {"1", "2", "3", "4"}

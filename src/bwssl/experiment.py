@@ -61,6 +61,9 @@ class ExperimentConfig:
 class PlannedRun:
     name: str
     config: Config
+    source: str | None = None
+    """An E2E run of the grid that differs only in K: this run is re-cut from it, not trained
+    (E2E training does not depend on K; see :func:`bwssl.train.trainer.derive_e2e_run`)."""
 
 
 def experiment_names() -> list[str]:
@@ -96,6 +99,8 @@ def load_experiment(name_or_path: str, overrides: list[str]) -> ExperimentConfig
 
 def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
     """Every run of the grid, validated before anything trains."""
+    from bwssl.train.trainer import same_but_blocks
+
     base = load_raw(exp.train)
     runs = []
     for k in exp.num_blocks:
@@ -104,7 +109,12 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
                 overrides = [*exp.overrides, f"regime={regime}", f"seed={seed}",
                              f"model.num_blocks={k}"]
                 cfg = from_dict(apply_overrides(base, overrides))
-                runs.append(PlannedRun(f"{regime}-k{k}-s{seed}", cfg))
+                source = None
+                if regime == "e2e":
+                    source = next((r.name for r in runs if r.source is None
+                                   and r.config.regime == "e2e"
+                                   and same_but_blocks(r.config, cfg)), None)
+                runs.append(PlannedRun(f"{regime}-k{k}-s{seed}", cfg, source))
     if exp.requires_data_root and all(r.config.data.name != "ucf101" for r in runs):
         if dry_run:
             print("note: this experiment needs data.root=PATH (UCF101) to train", file=sys.stderr)
@@ -139,6 +149,8 @@ def describe(runs: list[PlannedRun], ucf101: bool) -> str:
     for r in runs:
         approx = "~" if ucf101 or r.config.data.name == "ucf101" else ""
         steps = f"{approx}{estimated_steps(r.config, _train_clips(r.config, ucf101))} steps"
+        if r.source is not None:
+            steps = f"0 steps (re-cut from {r.source})"
         lines.append(f"  {r.name:<28} regime={r.config.regime:<12} K={r.config.model.num_blocks} "
                      f"epochs/stage={r.config.train.epochs} {steps}")
     return "\n".join(lines)
@@ -152,7 +164,7 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
         return None
     from bwssl.analysis.suite import AnalysisOptions, analyze
     from bwssl.report.html import write_report
-    from bwssl.train.trainer import train
+    from bwssl.train.trainer import derive_e2e_run, train
 
     options = _build(AnalysisOptions, apply_overrides({}, exp.analysis))
     _check_data(runs)
@@ -160,7 +172,7 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))
     # The ETA: seconds per estimated optimizer step of the runs trained in this call, times
     # the steps left (a sequential run counts its K stages).
-    steps = [estimated_steps(r.config, _train_clips(r.config)) for r in runs]
+    steps = [0 if r.source else estimated_steps(r.config, _train_clips(r.config)) for r in runs]
     t0, trained_steps = time.perf_counter(), 0
     for i, r in enumerate(runs):
         done = (out / "runs" / r.name / "checkpoints" / "final.pt").exists()
@@ -168,7 +180,11 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
         if trained_steps and not done:
             per_step = (time.perf_counter() - t0) / trained_steps
             eta = f", ETA {per_step * sum(steps[i:]) / 60:.1f} min"
-        print(f"[{i + 1}/{len(runs)}] {r.name}{' (done)' if done else ''}{eta}", file=sys.stderr)
+        how = " (done)" if done else f" (re-cut from {r.source})" if r.source else ""
+        print(f"[{i + 1}/{len(runs)}] {r.name}{how}{eta}", file=sys.stderr)
+        if r.source is not None:
+            derive_e2e_run(out / "runs" / r.source, r.config, out / "runs" / r.name)
+            continue
         if not done and not trained_steps:
             t0 = time.perf_counter()
         # A finished run returns at once, after checking that its config is still this one.

@@ -151,3 +151,32 @@ def test_visible_only_embedding_equals_embedding_then_dropping(make_cfg, grid):
     (g_fast,) = torch.autograd.grad(fast.square().sum(), block.embed.proj.weight)
     (g_slow,) = torch.autograd.grad(slow.square().sum(), block.embed.proj.weight)
     torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-4)  # summation order
+
+
+@pytest.mark.parametrize("extra", [[], ["model.shared_decoder=true"]])
+def test_e2e_training_does_not_depend_on_k_and_recut_renames_only(make_cfg, tmp_path, extra):
+    """E2E at K=2 and K=4 train to bitwise equal weights; the re-cut state dict of the K=2
+    run is the K=4 run's, key for key."""
+    from bwssl.models.blockwise import recut_e2e_state
+    from bwssl.train.trainer import train
+
+    states, cfgs = {}, {}
+    for k in (2, 4):
+        cfgs[k] = make_cfg("regime=e2e", f"model.num_blocks={k}", "train.max_steps=3", *extra)
+        train(cfgs[k], tmp_path / f"k{k}")
+        states[k] = torch.load(tmp_path / f"k{k}" / "checkpoints" / "final.pt",
+                               weights_only=False)["model"]
+    recut = recut_e2e_state(states[2], cfgs[2].model, cfgs[4].model)
+    assert recut.keys() == states[4].keys()
+    assert all(torch.equal(recut[n], states[4][n]) for n in recut)
+    build_model(cfgs[4]).load_state_dict(recut)  # strict
+    back = recut_e2e_state(recut, cfgs[4].model, cfgs[2].model)
+    assert all(torch.equal(back[n], states[2][n]) for n in states[2])
+
+
+def test_recut_refuses_blockwise_models(make_cfg):
+    from bwssl.models.blockwise import recut_e2e_state
+
+    cfg2, cfg4 = make_cfg("model.num_blocks=2"), make_cfg("model.num_blocks=4")
+    with pytest.raises(ValueError, match="only E2E runs"):
+        recut_e2e_state(build_model(cfg2).state_dict(), cfg2.model, cfg4.model)

@@ -163,6 +163,43 @@ def build_model(cfg: Config) -> BlockwiseVideoMAE:
                              norm_targets=cfg.loss.target == "norm_pixels")
 
 
+def recut_e2e_state(state: dict[str, torch.Tensor], src: ModelConfig, dst: ModelConfig
+                    ) -> dict[str, torch.Tensor]:
+    """An E2E model's state dict re-keyed for the block boundaries of ``dst``.
+
+    E2E training does not depend on where the encoder is cut: it is one
+    optimizer unit over all layers with one decoder after the last, and the
+    weights are initialized layer by layer in the same order for every K, so
+    an E2E run at K=4 and one at K=6 end bitwise equal (tested). Only the
+    names differ: layer i moves to the block that holds it, the final norm and
+    the decoder to the last block. Every other setting must be the same.
+    """
+    if src.depth != dst.depth:
+        raise ValueError(f"cannot re-cut a depth-{src.depth} encoder into depth {dst.depth}")
+    where_dst = [(b, j) for b, (a, z) in enumerate(dst.block_ranges()) for j in range(z - a)]
+    src_ranges = src.block_ranges()
+    last_src, last_dst = len(src_ranges) - 1, len(dst.block_ranges()) - 1
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "blocks" and parts[2:4] == ["layers", "layers"]:
+            i = src_ranges[int(parts[1])][0] + int(parts[4])  # the global layer index
+            b, j = where_dst[i]
+            new = ["blocks", str(b), "layers", "layers", str(j), *parts[5:]]
+        elif parts[0] == "blocks" and parts[2] == "norm" and int(parts[1]) == last_src:
+            new = ["blocks", str(last_dst), *parts[2:]]
+        elif parts[0] == "blocks" and parts[1] == "0" and parts[2] == "embed":
+            new = parts
+        elif parts[0] == "decoders" and src.shared_decoder and dst.shared_decoder:
+            new = parts  # one decoder, always under key 0
+        elif parts[0] == "decoders" and int(parts[1]) == last_src:
+            new = ["decoders", str(last_dst), *parts[2:]]
+        else:
+            raise ValueError(f"{key!r} is not a key of an E2E model; only E2E runs can be re-cut")
+        out[".".join(new)] = value
+    return out
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"
                ) -> BlockwiseVideoMAE:
     """A trained model from a run directory (final.pt, else last.pt) or a checkpoint file.

@@ -10,6 +10,7 @@ loss exists, so its graph is freed before the next unit runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -26,10 +27,16 @@ from tqdm import tqdm
 from bwssl.config import Config
 from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
 from bwssl.errors import TrainingDiverged, UserError
-from bwssl.models.blockwise import BlockwiseVideoMAE, build_model, split_indices
+from bwssl.models.blockwise import (
+    BlockwiseVideoMAE,
+    build_model,
+    recut_e2e_state,
+    split_indices,
+)
 from bwssl.regimes import Stage, stages
 from bwssl.train.checkpoint import (
     RunDir,
+    atomic_write_text,
     environment,
     load_checkpoint,
     rng_state,
@@ -427,6 +434,43 @@ def tensorboard_writer(log_dir: Path) -> Any:
     except ImportError:  # the optional extra bwssl[tensorboard] is not installed
         return False
     return SummaryWriter(log_dir=str(log_dir))
+
+
+def same_but_blocks(a: Config, b: Config) -> bool:
+    """Whether two configs differ at most in where the encoder is cut (K, boundaries)."""
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d["model"].pop("num_blocks")
+        d["model"].pop("boundaries")
+    return da == db
+
+
+def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
+    """Write ``run_dir`` as the E2E run of ``cfg`` from the finished E2E run in ``source``
+    that differs only in K: its weights re-keyed for ``cfg``'s blocks (see
+    :func:`~bwssl.models.blockwise.recut_e2e_state`), its metrics copied.
+
+    Training it again would give bitwise the same weights. Returns the path of
+    the new checkpoints/final.pt; a finished ``run_dir`` of the same config is left as is.
+    """
+    src, run = RunDir(Path(source)), RunDir(Path(run_dir))
+    src_cfg = src.saved_config()
+    if src_cfg is None or not src.final.exists():
+        raise UserError(f"{src.root} is not a finished run (no config.yaml or final.pt)")
+    if cfg.regime != "e2e" or src_cfg.regime != "e2e" or not same_but_blocks(src_cfg, cfg):
+        raise UserError(f"{run.root} cannot be derived from {src.root}: both must be E2E runs "
+                        "whose configs differ only in model.num_blocks / model.boundaries")
+    if run.final.exists() and run.saved_config() == cfg:
+        return run.final
+    env = {**json.loads(src.env.read_text()), "derived_from": str(src.root.resolve())}
+    run.prepare(cfg, env)
+    if src.metrics.exists():
+        atomic_write_text(run.metrics, src.metrics.read_text())
+    payload = load_checkpoint(src.final)
+    payload["model"] = recut_e2e_state(payload["model"], src_cfg.model, cfg.model)
+    payload["config"], payload["config_digest"] = cfg.to_dict(), cfg.digest()
+    save_checkpoint(run.final, payload)
+    return run.final
 
 
 def train(cfg: Config, run_dir: Path) -> Path:
