@@ -23,7 +23,7 @@ def test_quick_run_end_to_end_and_rerun_trains_nothing(tmp_path, capsys):
 
     # Every regime trained to completion and was analysed.
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == ["e2e-k2-s0", "sequential-k2-s0", "simultaneous-k2-s0"]
+    assert runs == ["e2e-k2-s0", "sequential-k2-s0", "simultaneous-k2-s0", "untrained-k2-s0"]
     assert all((out / "runs" / r / "checkpoints" / "final.pt").is_file() for r in runs)
     with (out / "analysis" / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -37,13 +37,14 @@ def test_quick_run_end_to_end_and_rerun_trains_nothing(tmp_path, capsys):
     assert "src=\"http" not in page and "src='http" not in page
     assert "Headline comparisons" in page
     assert "probe accuracy gap e2e - simultaneous" in page
+    assert "action probe gained over the untrained encoder" in page
     assert "<table" in page
 
     # A rerun trains nothing: every run reports done and no checkpoint is rewritten.
     before = _checkpoint_times(out)
     assert main(["run", "--quick", "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert len(re.findall(r"\] \S+ \(done\)", err)) == 3
+    assert len(re.findall(r"\] \S+ \(done\)", err)) == 4
     assert _checkpoint_times(out) == before
 
 
@@ -51,8 +52,8 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "plan"
     assert main(["run", "--preset", "paper-tiny", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    # paper-tiny: 3 regimes x K in {4, 6} x 3 seeds, 150 epochs per stage.
-    assert text.startswith("18 runs:")
+    # paper-tiny: 3 regimes and the untrained reference x K in {4, 6} x 3 seeds, 150 epochs
+    assert text.startswith("24 runs:")
     assert "sequential-k6-s2" in text and "epochs/stage=150" in text
     assert not out.exists()
 
@@ -66,7 +67,8 @@ def test_paper_preset_needs_ucf101(tmp_path, capsys):
 def test_grid_and_run_overrides_are_split():
     exp = load_experiment("demo", ["seeds=[3]", "num_blocks=[6]", "train.epochs=2"])
     runs = plan(exp)
-    assert [r.name for r in runs] == ["e2e-k6-s3", "simultaneous-k6-s3", "sequential-k6-s3"]
+    assert [r.name for r in runs] == ["untrained-k6-s3", "e2e-k6-s3", "simultaneous-k6-s3",
+                                      "sequential-k6-s3"]
     assert all(r.config.train.epochs == 2 and r.config.model.num_blocks == 6 for r in runs)
 
 

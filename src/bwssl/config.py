@@ -22,7 +22,7 @@ import yaml
 
 from bwssl.errors import UserError
 
-Regime = Literal["e2e", "simultaneous", "sequential"]
+Regime = Literal["e2e", "simultaneous", "sequential", "untrained"]
 REGIMES: tuple[str, ...] = get_args(Regime)
 
 
@@ -277,7 +277,8 @@ class Config:
     """One training run: a regime applied to a model on a dataset."""
 
     regime: Regime = "simultaneous"
-    """``e2e``, ``simultaneous`` or ``sequential``."""
+    """``e2e``, ``simultaneous`` or ``sequential``; ``untrained`` saves the E2E model as
+    initialized (no training), the reference for the analyses."""
     seed: int = 0
     """Seeds weights, data order, augmentations and masks."""
     model: ModelConfig = field(default_factory=ModelConfig)

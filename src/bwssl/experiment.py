@@ -125,12 +125,15 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
 
 
 def estimated_steps(cfg: Config, train_clips: int) -> int:
-    """Optimizer steps of one run (sequential runs K stages)."""
+    """Optimizer steps of one run: per stage, times the regime's stages (sequential: K;
+    untrained: none)."""
+    from bwssl.regimes import stages
+
     per_epoch = train_clips // cfg.train.batch_size
     steps = per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         steps = min(steps, cfg.train.max_steps)
-    return steps * (cfg.model.num_blocks if cfg.regime == "sequential" else 1)
+    return steps * len(stages(cfg.regime, cfg.model.num_blocks))
 
 
 # Videos in the official UCF101 training lists (before excluding short videos).

@@ -47,8 +47,14 @@ def sequential(k: int) -> list[Stage]:
     return [Stage(i, i + 1, (i,), tuple(range(i)), True, ((i,),)) for i in range(k)]
 
 
+def untrained(k: int) -> list[Stage]:
+    """No stage at all: the E2E architecture as initialized, the reference that shows what
+    training adds to every analysis (a random encoder's features are far from useless)."""
+    return []
+
+
 REGIMES: dict[str, Callable[[int], list[Stage]]] = {
-    "e2e": e2e, "simultaneous": simultaneous, "sequential": sequential}
+    "e2e": e2e, "simultaneous": simultaneous, "sequential": sequential, "untrained": untrained}
 
 
 def stages(regime: str, num_blocks: int) -> list[Stage]:

@@ -56,3 +56,22 @@ def test_paper_bounds_depend_on_model(model):
     table = {c.claim: c for c in comparisons(_rows(), model)}
     assert table["mAP gap e2e - simultaneous, K=4"].paper == (
         "<= 0.015" if model == "tiny" else "<= 0.020")
+
+
+def test_untrained_reference_row():
+    rows = _rows()
+    table = {c.claim: c for c in comparisons(rows, "tiny")}
+    assert table["action probe gained over the untrained encoder, K=4"].ours == "not run"
+    for seed in (0, 1):
+        for block in (1, 2, 3, 4):
+            rows.append(ResultRow(run=f"untrained-k4-s{seed}", regime="untrained", model="demo",
+                                  num_blocks=4, seed=seed, block=block, metric="probe_acc",
+                                  target="action", value=0.2))
+    row = {c.claim: c for c in comparisons(rows, "tiny")}[
+        "action probe gained over the untrained encoder, K=4"]
+    # last-block probe (mean over seeds): e2e 0.5005, simultaneous 0.4905, sequential 0.4855
+    gains = dict(part.split() for part in row.ours.split(", "))
+    assert list(gains) == ["e2e", "simultaneous", "sequential"]
+    for regime, expected in (("e2e", 0.3005), ("simultaneous", 0.2905), ("sequential", 0.2855)):
+        assert abs(float(gains[regime]) - expected) < 0.001
+    assert row.agrees is None and "0.200" in row.sentence

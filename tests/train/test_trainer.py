@@ -248,3 +248,18 @@ def test_bad_data_root_leaves_no_run_behind(tmp_path, capsys):
     assert not (out / "config.yaml").exists()
     assert main(["train", "tiny-debug", "train.max_steps=1", "--out", str(out)]) == 0
     assert (out / "checkpoints" / "final.pt").is_file()
+
+
+def test_untrained_regime_saves_the_initialization_e2e_starts_from(make_cfg, tmp_path):
+    """regime=untrained trains nothing and saves the E2E model exactly as the E2E run of
+    the same seed initializes it: the reference of the analyses."""
+    from bwssl.models.blockwise import build_model
+
+    cfg = make_cfg("regime=untrained", "seed=3")
+    train(cfg, tmp_path / "u")
+    saved = _final_model(tmp_path / "u")
+    assert not (tmp_path / "u" / "metrics.jsonl").exists() or not _metrics(tmp_path / "u")
+    torch.manual_seed(3)
+    fresh = build_model(make_cfg("regime=e2e", "seed=3")).state_dict()
+    assert saved.keys() == fresh.keys()
+    assert all(torch.equal(saved[n], fresh[n]) for n in fresh)

@@ -152,8 +152,9 @@ def split_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def decoder_blocks_for(regime: str, num_blocks: int) -> list[int]:
-    """E2E carries one decoder at the last block; blockwise regimes one per block."""
-    return [num_blocks - 1] if regime == "e2e" else list(range(num_blocks))
+    """E2E (and its untrained initialization) carries one decoder at the last block;
+    blockwise regimes one per block."""
+    return [num_blocks - 1] if regime in ("e2e", "untrained") else list(range(num_blocks))
 
 
 def build_model(cfg: Config) -> BlockwiseVideoMAE:

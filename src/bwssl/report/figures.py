@@ -37,8 +37,10 @@ from matplotlib.lines import Line2D
 
 from bwssl.analysis.results import AggregateRow, ResultRow, aggregate, read_results
 
-REGIME_ORDER: tuple[str, ...] = ("e2e", "simultaneous", "sequential", "freeze", "layerlock")
+REGIME_ORDER: tuple[str, ...] = ("untrained", "e2e", "simultaneous", "sequential", "freeze",
+                                 "layerlock")
 REGIME_COLORS: dict[str, str] = {
+    "untrained": "#a0a0a0",
     "e2e": "#222222",
     "simultaneous": "#1f77b4",
     "sequential": "#d62728",

@@ -117,6 +117,25 @@ def _granularity_rows(probe: dict[tuple, float], mAP: dict[tuple, float]) -> lis
     return out
 
 
+def _untrained_row(probe: dict[tuple, float], k: int) -> Comparison:
+    """How far training lifts the action probe above the same encoder at initialization."""
+    claim = f"action probe gained over the untrained encoder, K={k}"
+    base = _last_block(probe, "untrained", k)
+    trained = {reg: _last_block(probe, reg, k) for reg in ("e2e", "simultaneous", "sequential")}
+    trained = {reg: xs for reg, xs in trained.items() if xs}
+    if not base or not trained:
+        return Comparison(claim, "not reported", "not run", None,
+                          "Needs an untrained run (regime untrained) and trained runs.")
+    b = statistics.fmean(base)
+    gains = {reg: statistics.fmean(xs) - b for reg, xs in trained.items()}
+    ours = ", ".join(f"{reg} {g:+.3f}" for reg, g in gains.items())
+    sentence = (f"The untrained encoder's last block scores {b:.3f}; training adds "
+                + ", ".join(f"{g:+.3f} ({reg})" for reg, g in gains.items())
+                + ". The paper does not report this reference; without it, a probe accuracy "
+                "cannot be read as what self-supervision learned.")
+    return Comparison(claim, "not reported", ours, None, sentence)
+
+
 def comparisons(rows: list[ResultRow], paper_model: str) -> list[Comparison]:
     """The headline comparisons of the paper, computed from the results rows."""
     probe = _per_run(rows, "probe_acc", "action")
@@ -133,6 +152,7 @@ def comparisons(rows: list[ResultRow], paper_model: str) -> list[Comparison]:
     ]
     out += _cka_rows(_per_run(rows, "cka_next"), k)
     out += _granularity_rows(probe, mAP)
+    out.append(_untrained_row(probe, k))
     return out
 
 
