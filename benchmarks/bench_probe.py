@@ -23,7 +23,7 @@ from bwssl.analysis.probes import linear_probe_accuracy
 
 
 def data(seed: int = 0, n_train: int = 9537, n_test: int = 1100, dim: int = 384,
-         classes: int = 101, signal: float = 0.35) -> tuple[np.ndarray, ...]:
+         classes: int = 101, signal: float = 0.15) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)) * signal
     ytr, yte = rng.integers(0, classes, n_train), rng.integers(0, classes, n_test)
