@@ -436,6 +436,7 @@ def benchmark(sizes: list[str], device: str = "auto", steps: int = 10, warmup: i
     ratios: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bwssl-bench-") as tmp:
         for size_name in sizes:
+            torch._dynamo.reset()  # compiled graphs of one size must not count against the next
             size = SIZES[size_name]
             b = batch or (size.gpu_batch if dev.type == "cuda" else size.cpu_batch)
             common = [*size.overrides, f"train.batch_size={b}", "train.accum_steps=1",

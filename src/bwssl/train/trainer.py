@@ -161,7 +161,10 @@ class Trainer:
                     fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids,
                                                               broadcast_buffers=False)
                 if tc.compile:
-                    fwd = torch.compile(fwd, backend=tc.compile_backend)
+                    # Static shapes: each unit sees fixed shapes (block 1 the clip, the others
+                    # tokens), and inductor's dynamic-shape graphs, which recompiles of the
+                    # shared forward code switch on, crashed in backward on an H100.
+                    fwd = torch.compile(fwd, backend=tc.compile_backend, dynamic=False)
             opt = adamw(param_groups(model, params, tc.weight_decay), tc.lr,
                         (tc.betas[0], tc.betas[1]))
             scaler = (torch.amp.GradScaler(self.device.type)
