@@ -269,10 +269,7 @@ def _bwssl_setup(cfg: Config, stage_index: int, run_dir: Path) -> Setup:
         stage = trainer.stages[stage_index]
         torch.manual_seed(cfg.seed)
         model = build_model(cfg).to(trainer.device)
-        for k, block in enumerate(model.blocks):  # as Trainer.fit prepares a stage
-            block.requires_grad_(k in stage.trained)
-            block.train(k not in stage.frozen)
-        units = trainer.units(model, stage)
+        units = trainer.prepare_stage(model, stage)
         batch = _synthetic_batch(cfg, trainer.device)
 
         def step(i: int) -> None:
@@ -289,7 +286,10 @@ def _bwssl_setup(cfg: Config, stage_index: int, run_dir: Path) -> Setup:
 def _hf_setup(cfg: Config, device: torch.device, autocast: Callable[[], Any]) -> Setup:
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
-    from bwssl.train.sampling import step_mask
+    from bwssl.base.hardware import adamw
+    from bwssl.data.masking import make_mask
+    from bwssl.objectives.base import StepKey
+    from bwssl.objectives.masked_pixels import MASK_STREAM
     from bwssl.train.trainer import param_groups
 
     m, d, tc = cfg.model, cfg.data, cfg.train
@@ -308,13 +308,15 @@ def _hf_setup(cfg: Config, device: torch.device, autocast: Callable[[], Any]) ->
         model = VideoMAEForPreTraining(hf_cfg).to(device).train()
         params = list(model.parameters())
         # transformers.Trainer's default optimizer is "adamw_torch_fused" (torch >= 2.8).
-        opt = _fused_adamw(param_groups(model, params, tc.weight_decay), lr=tc.lr,
-                           betas=(tc.betas[0], tc.betas[1]))
+        opt = adamw(param_groups(model, params, tc.weight_decay), tc.lr,
+                    (tc.betas[0], tc.betas[1]))
         video = _synthetic_batch(cfg, device).video.transpose(1, 2)  # (B, T, C, H, W)
         grid = cfg.token_grid
 
         def step(i: int) -> None:
-            mask = step_mask(cfg.mask.kind, video.shape[0], grid, cfg.mask.ratio, cfg.seed, 0, i)
+            key = StepKey(cfg.seed, 0, i, video.shape[0])
+            mask = make_mask(cfg.mask.kind, video.shape[0], grid, cfg.mask.ratio,
+                             key.generator(MASK_STREAM))
             with autocast():
                 loss = model(video, bool_masked_pos=mask.to(device)).loss
             loss.backward()
@@ -326,13 +328,6 @@ def _hf_setup(cfg: Config, device: torch.device, autocast: Callable[[], Any]) ->
         return step, total, total
 
     return setup
-
-
-def _fused_adamw(groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):  # a torch without a fused kernel for this device
-        return torch.optim.AdamW(groups, **kwargs)
 
 
 # --- the whole benchmark -------------------------------------------------------------------
@@ -379,7 +374,7 @@ def _cpu_name() -> str:
 
 def machine(device: torch.device) -> dict[str, Any]:
     """What the numbers were measured on."""
-    from bwssl.train.checkpoint import git_commit
+    from bwssl.base.rundir import git_commit
 
     info: dict[str, Any] = {
         "device": str(device), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
@@ -462,7 +457,7 @@ def benchmark(sizes: list[str], device: str = "auto", steps: int = 10, warmup: i
             assert base is not None
             if hf:
                 from bwssl.train.trainer import Trainer
-                autocast = Trainer(base, Path(tmp))._autocast
+                autocast = Trainer(base, Path(tmp)).autocast
                 say(f"{size_name}: building {HF_RUN} (batch {b})")
                 runners.append(_prepare(size_name, HF_RUN, base, dev, warmup,
                                         _hf_setup(base, dev, autocast)))

@@ -22,9 +22,6 @@ import yaml
 
 from bwssl.errors import UserError
 
-Regime = Literal["e2e", "simultaneous", "sequential", "untrained"]
-REGIMES: tuple[str, ...] = get_args(Regime)
-
 
 class ConfigError(UserError, ValueError):
     """An invalid configuration value, named by its dotted key."""
@@ -34,14 +31,21 @@ def _fail(key: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"config key '{key}': {message}")
 
 
+def _check_name(key: str, name: str, registry: dict[str, Any]) -> None:
+    if name not in registry:
+        _fail(key, f"allowed: {', '.join(registry)}; got {name!r}")
+
+
 @dataclass
 class ModelConfig:
-    """The video ViT encoder, its cut into blocks, and the per-block decoders.
+    """The backbone, its cut into blocks, and the per-block decoders of masked objectives.
 
     The clip shape (frames, crop size, channels) is taken from ``data``: the
     model is built for the clips the data produces.
     """
 
+    arch: str = "video_vit"
+    """Backbone, a name of :data:`bwssl.models.BACKBONES` (``video_vit``)."""
     tubelet_size: int = 2
     """Frames per token (temporal patch size)."""
     patch_size: int = 16
@@ -72,6 +76,9 @@ class ModelConfig:
     """Recompute encoder layer activations in backward to save memory."""
 
     def __post_init__(self) -> None:
+        from bwssl.models.registry import BACKBONES  # the registry imports this module
+
+        _check_name("model.arch", self.arch, BACKBONES)
         for name in ("tubelet_size", "patch_size", "embed_dim", "depth", "num_heads",
                      "num_blocks", "decoder_depth", "decoder_dim", "decoder_heads"):
             if getattr(self, name) < 1:
@@ -132,6 +139,76 @@ class LossConfig:
 
     target: Literal["norm_pixels", "pixels"] = "norm_pixels"
     """``norm_pixels``: per-patch normalized pixels (VideoMAE default); ``pixels``: raw [0, 1]."""
+
+
+@dataclass
+class ViewsConfig:
+    """The two augmented views of a clip that joint-embedding objectives compare; every draw
+    comes from the step key (seed, epoch, step), so every regime sees the same views."""
+
+    scale: list[float] = field(default_factory=lambda: [0.3, 1.0])
+    """Random resized crop: range of the crop's area as a fraction of the frame (one box per
+    clip, the same for all its frames)."""
+    ratio: list[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
+    """Random resized crop: range of the crop's aspect ratio (width / height)."""
+    flip_prob: float = 0.5
+    """Probability of a horizontal flip."""
+    jitter: float = 0.4
+    """Colour jitter strength: brightness, contrast and saturation factors in [1-j, 1+j];
+    0 turns colour jitter off."""
+    jitter_prob: float = 0.8
+    """Probability that a clip is colour-jittered."""
+
+    def __post_init__(self) -> None:
+        s, r = self.scale, self.ratio
+        if len(s) != 2 or not 0 < s[0] <= s[1] <= 1:
+            _fail("objective.views.scale", f"must be [lo, hi] with 0 < lo <= hi <= 1, got {s}")
+        if len(r) != 2 or not 0 < r[0] <= r[1]:
+            _fail("objective.views.ratio", f"must be [lo, hi] with 0 < lo <= hi, got {r}")
+        for name in ("flip_prob", "jitter_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                _fail(f"objective.views.{name}", f"must lie in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.jitter < 1.0:
+            _fail("objective.views.jitter", f"must lie in [0, 1), got {self.jitter}")
+
+
+@dataclass
+class ObjectiveConfig:
+    """The local objective every block with a head is trained on."""
+
+    name: str = "masked_pixels"
+    """A name of :data:`bwssl.objectives.OBJECTIVES`: ``masked_pixels`` (VideoMAE
+    reconstruction; ``mask`` and ``loss`` sections), ``barlow_twins``, ``vicreg``,
+    ``simclr`` (joint embedding of two views; ``views`` and the keys below)."""
+    projector: list[int] = field(default_factory=lambda: [8192, 8192, 8192])
+    """Joint embedding: widths of the projector after each block's pooled features; every
+    layer but the last is Linear (no bias), BatchNorm, ReLU; the last is a plain Linear."""
+    barlow_lambda: float = 0.0051
+    """Barlow Twins: weight of the off-diagonal (redundancy) term."""
+    barlow_scale: float = 1.0
+    """Barlow Twins: factor on the whole loss."""
+    vicreg_sim: float = 25.0
+    """VICReg: invariance (MSE) coefficient."""
+    vicreg_std: float = 25.0
+    """VICReg: variance coefficient."""
+    vicreg_cov: float = 1.0
+    """VICReg: covariance coefficient."""
+    temperature: float = 0.1
+    """SimCLR: NT-Xent temperature."""
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+
+    def __post_init__(self) -> None:
+        from bwssl.objectives.registry import OBJECTIVES  # the registry imports this module
+
+        _check_name("objective.name", self.name, OBJECTIVES)
+        if not self.projector or any(w < 1 for w in self.projector):
+            _fail("objective.projector", f"must be a non-empty list of positive widths, got "
+                  f"{self.projector}")
+        for name in ("barlow_lambda", "barlow_scale", "vicreg_sim", "vicreg_std", "vicreg_cov"):
+            if getattr(self, name) < 0:
+                _fail(f"objective.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            _fail("objective.temperature", f"must be > 0, got {self.temperature}")
 
 
 @dataclass
@@ -276,18 +353,23 @@ class DataConfig:
 class Config:
     """One training run: a regime applied to a model on a dataset."""
 
-    regime: Regime = "simultaneous"
-    """``e2e``, ``simultaneous`` or ``sequential``; ``untrained`` saves the E2E model as
-    initialized (no training), the reference for the analyses."""
+    regime: str = "simultaneous"
+    """A name of :data:`bwssl.regimes.REGIMES`: ``e2e``, ``simultaneous`` or ``sequential``;
+    ``untrained`` saves the E2E model as initialized (no training), the reference for the
+    analyses."""
     seed: int = 0
     """Seeds weights, data order, augmentations and masks."""
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
+        from bwssl.regimes import REGIMES
+
+        _check_name("regime", self.regime, REGIMES)
         m, d = self.model, self.data
         if d.crop_size % m.patch_size:
             _fail("model.patch_size", f"must divide data.crop_size={d.crop_size}, "
@@ -383,11 +465,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             _fail(key, f"expected a mapping of {tp.__name__} fields, got {value!r}")
-        return _build(tp, value, key)
+        return coerce(tp, value, key)
     raise TypeError(f"unsupported config type {tp} at {key}")
 
 
-def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def coerce(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from plain data, checking every key and type; errors
+    name the dotted key (``prefix`` is the section's own key, e.g. ``data``)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for k in data:
@@ -405,7 +489,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested plain data."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-    return _build(Config, data)
+    return coerce(Config, data)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -1,6 +1,6 @@
 """The main job, ``bwssl run``: train every regime, analyze every run, write a report.
 
-An experiment is a grid (regimes x K x seeds) over one training config. Each
+An experiment is a grid (objectives x regimes x K x seeds) over one training config. Each
 cell is an ordinary run directory under ``OUT/runs/``, trained by the one
 training loop, so rerunning the command skips finished runs and resumes an
 interrupted one; the analysis caches per run as well.
@@ -20,9 +20,8 @@ import yaml
 from bwssl.config import (
     Config,
     ConfigError,
-    Regime,
-    _build,
     apply_overrides,
+    coerce,
     dump_yaml,
     from_dict,
     load_raw,
@@ -37,7 +36,12 @@ class ExperimentConfig:
     """Training preset or YAML file every run starts from."""
     overrides: list[str] = field(default_factory=list)
     """Dotted overrides applied to every run (e.g. data.root=/data/UCF101)."""
-    regimes: list[Regime] = field(default_factory=lambda: ["e2e", "simultaneous", "sequential"])
+    regimes: list[str] = field(default_factory=lambda: ["e2e", "simultaneous", "sequential"])
+    """Regimes of the grid (names of bwssl.regimes.REGIMES)."""
+    objectives: list[str] = field(default_factory=lambda: ["masked_pixels"])
+    """Local objectives of the grid (names of bwssl.objectives.OBJECTIVES); runs of any
+    objective but masked_pixels are named OBJECTIVE-REGIME-kK-sSEED. The untrained reference
+    is the same encoder for every objective: it is analysed once, with the first."""
     num_blocks: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     analysis: list[str] = field(default_factory=list)
@@ -48,8 +52,17 @@ class ExperimentConfig:
     """Refuse to start without data.root (the paper presets need UCF101)."""
 
     def __post_init__(self) -> None:
-        if not self.regimes:
-            raise ConfigError("config key 'regimes': give at least one regime")
+        from bwssl.objectives.registry import OBJECTIVES
+        from bwssl.regimes import REGIMES
+
+        for key, names, registry in (("regimes", self.regimes, REGIMES),
+                                     ("objectives", self.objectives, OBJECTIVES)):
+            if not names:
+                raise ConfigError(f"config key '{key}': give at least one")
+            unknown = [n for n in names if n not in registry]
+            if unknown:
+                raise ConfigError(f"config key '{key}': unknown {unknown}; allowed: "
+                                  f"{', '.join(registry)}")
         if not self.seeds or not self.num_blocks:
             raise ConfigError("config keys 'seeds' and 'num_blocks' must not be empty")
         if self.paper_model not in ("tiny", "small"):
@@ -94,7 +107,7 @@ def load_experiment(name_or_path: str, overrides: list[str]) -> ExperimentConfig
     run_overrides = [o for o in overrides if o.split("=", 1)[0] not in own]
     raw = apply_overrides(raw, grid_overrides)
     raw["overrides"] = list(raw.get("overrides", [])) + run_overrides
-    return _build(ExperimentConfig, raw)
+    return coerce(ExperimentConfig, raw)
 
 
 def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
@@ -103,18 +116,22 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
 
     base = load_raw(exp.train)
     runs = []
-    for k in exp.num_blocks:
-        for regime in exp.regimes:
-            for seed in exp.seeds:
-                overrides = [*exp.overrides, f"regime={regime}", f"seed={seed}",
-                             f"model.num_blocks={k}"]
-                cfg = from_dict(apply_overrides(base, overrides))
-                source = None
-                if regime == "e2e":
-                    source = next((r.name for r in runs if r.source is None
-                                   and r.config.regime == "e2e"
-                                   and same_but_blocks(r.config, cfg)), None)
-                runs.append(PlannedRun(f"{regime}-k{k}-s{seed}", cfg, source))
+    for objective in exp.objectives:
+        prefix = "" if objective == "masked_pixels" else f"{objective}-"
+        for k in exp.num_blocks:
+            for regime in exp.regimes:
+                if regime == "untrained" and objective != exp.objectives[0]:
+                    continue
+                for seed in exp.seeds:
+                    overrides = [*exp.overrides, f"regime={regime}", f"seed={seed}",
+                                 f"model.num_blocks={k}", f"objective.name={objective}"]
+                    cfg = from_dict(apply_overrides(base, overrides))
+                    source = None
+                    if regime == "e2e":
+                        source = next((r.name for r in runs if r.source is None
+                                       and r.config.regime == "e2e"
+                                       and same_but_blocks(r.config, cfg)), None)
+                    runs.append(PlannedRun(f"{prefix}{regime}-k{k}-s{seed}", cfg, source))
     if exp.requires_data_root and all(r.config.data.name != "ucf101" for r in runs):
         if dry_run:
             print("note: this experiment needs data.root=PATH (UCF101) to train", file=sys.stderr)
@@ -169,7 +186,7 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     from bwssl.report.html import write_report
     from bwssl.train.trainer import derive_e2e_run, train
 
-    options = _build(AnalysisOptions, apply_overrides({}, exp.analysis))
+    options = coerce(AnalysisOptions, apply_overrides({}, exp.analysis))
     _check_data(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))

@@ -10,17 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from bwssl.analysis import features
+from bwssl.analysis import features, suite
+from bwssl.analysis.commands import analyze_and_draw as analyze  # the suite, then the figures
 from bwssl.analysis.commands import split_arguments
+from bwssl.analysis.options import AnalysisOptions, DataOverrides, options_from_overrides
 from bwssl.analysis.results import COLUMNS, read_results
-from bwssl.analysis.suite import (
-    AnalysisOptions,
-    DataOverrides,
-    Source,
-    analyze,
-    model_name,
-    options_from_overrides,
-)
+from bwssl.analysis.sources import Source, model_name
 from bwssl.cli import main
 from bwssl.config import ConfigError, DataConfig, ModelConfig, load_config
 from bwssl.errors import UserError
@@ -178,6 +173,17 @@ def test_cli_analyze(analysed, runs, tmp_path, capsys):
     assert {(r.metric, r.target) for r in rows} == {("map", ""), ("cps", ""), ("cka_next", "rbf")}
 
 
+def test_the_suite_itself_draws_no_figures(analysed, runs, tmp_path):
+    out = tmp_path / "suite"
+    opts = options_from_overrides(
+        [*TINY_OPTIONS, f"cache_dir={analysed / 'features'}", "metrics=[map]"]
+    )
+    assert opts.figures  # the command's option: bwssl analyze draws, suite.analyze does not
+    assert suite.analyze([runs["e2e"]], out, opts) == out / "results.csv"
+    assert {r.metric for r in read_results(out / "results.csv")} == {"map"}
+    assert not (out / "figures").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -245,7 +251,7 @@ def test_extract_features_skips_unreadable_and_caches(tmp_path):
     f = features.block_features(model, data, **kwargs)
     assert f.index.tolist() == [0, 1, 3, 4, 6]
     assert f.token_index.tolist() == [1, 6]  # item 2 is unreadable
-    k, n, d = model.num_blocks, model.num_tokens, model.cfg.embed_dim
+    k, n, d = model.num_blocks, model.backbone.num_tokens(0), model.backbone.cfg.embed_dim
     assert f.pooled.shape == (k, 5, d) and f.tokens.shape == (k, 2, n, d)
     with torch.no_grad():
         outs = model.block_outputs(data.clips[[1, 6]])

@@ -21,7 +21,7 @@ from bwssl.data.masking import tube_mask  # noqa: E402
 from bwssl.data.transforms import normalize  # noqa: E402
 from bwssl.errors import UserError  # noqa: E402
 from bwssl.interop import export_hf, from_hf_videomae, hf_videomae_config  # noqa: E402
-from bwssl.models.blockwise import BlockwiseVideoMAE, build_model, split_indices  # noqa: E402
+from bwssl.models.blockwise import BlockwiseModel, build_model  # noqa: E402
 
 ATOL = 1e-5
 
@@ -91,12 +91,12 @@ def _hf_forward(model, video: torch.Tensor):
         return base(video.permute(0, 2, 1, 3, 4), output_hidden_states=True)
 
 
-def _assert_block_parity(ours: BlockwiseVideoMAE, hf_model, video: torch.Tensor) -> None:
+def _assert_block_parity(ours: BlockwiseModel, hf_model, video: torch.Tensor) -> None:
     """Block k's output == HF hidden state at its boundary; the last == last_hidden_state."""
     out = _hf_forward(hf_model, video)
     with torch.no_grad():
         blocks = ours.block_outputs(video)
-    ranges = ours.cfg.block_ranges()
+    ranges = ours.backbone.cfg.block_ranges()
     for k, (_, stop) in enumerate(ranges[:-1]):
         torch.testing.assert_close(blocks[k], out.hidden_states[stop], atol=ATOL, rtol=0)
     torch.testing.assert_close(blocks[-1], out.last_hidden_state, atol=ATOL, rtol=0)
@@ -116,7 +116,7 @@ def hf_encoder(request, tmp_path_factory):
 def test_import_block_outputs_equal_hf_hidden_states(hf_encoder, k, boundaries):
     hf_model, folder = hf_encoder
     ours = from_hf_videomae(folder, num_blocks=k, boundaries=boundaries)
-    assert ours.num_blocks == k and ours.decoder_blocks == ()
+    assert ours.num_blocks == k and ours.head_blocks == ()
     assert (ours.blocks[-1].norm is None) == hf_model.config.use_mean_pooling
     _assert_block_parity(ours, hf_model, _clip())
 
@@ -151,19 +151,19 @@ def test_import_without_qv_bias_odd_mlp_width_and_large_eps(tmp_path):
 def test_import_pretraining_checkpoint_brings_its_decoder(tmp_path):
     hf_model = transformers.VideoMAEForPreTraining(_hf_config(use_mean_pooling=False))
     ours = from_hf_videomae(_save_hf(hf_model, tmp_path), num_blocks=3)
-    assert ours.decoder_blocks == (2,)
+    assert ours.head_blocks == (2,)
     video = _clip()
     _assert_block_parity(ours, hf_model, video)
 
-    mask = tube_mask(2, ours.grid, 0.75, torch.Generator().manual_seed(0))  # (B, N) True = hidden
+    mask = tube_mask(2, ours.backbone.grid, 0.75, torch.Generator().manual_seed(0))  # (B, N) True = hidden
     with torch.no_grad():
         hf_out = hf_model(video.permute(0, 2, 1, 3, 4), bool_masked_pos=mask)
-        visible_idx, masked_idx = split_indices(mask)
+        step = ours.objective.step_from_mask(video, mask)
         h = video
-        for k, block in enumerate(ours.blocks):
-            h = block(h, mask if k == 0 else None)
-        pred = ours.decoder(2)(h, visible_idx, masked_idx)
-        loss = ours.local_loss(2, h, visible_idx, masked_idx, ours.targets(video))
+        for k in range(ours.num_blocks):
+            h = ours.forward_block(k, h, step.block_inputs[0] if k == 0 else None)
+        pred = ours.head(2)(h, step.visible_idx, step.target_idx)
+        loss = ours.local_losses(step)[2]
     torch.testing.assert_close(pred, hf_out.logits, atol=ATOL, rtol=0)
     torch.testing.assert_close(loss, hf_out.loss, atol=ATOL, rtol=1e-5)
 
@@ -172,7 +172,7 @@ def test_import_decoder_with_other_mlp_ratio_is_skipped(tmp_path):
     hf_model = transformers.VideoMAEForPreTraining(_hf_config(decoder_intermediate_size=48))
     with pytest.warns(UserWarning, match="encoder only"):
         ours = from_hf_videomae(_save_hf(hf_model, tmp_path), num_blocks=2)
-    assert ours.decoder_blocks == ()
+    assert ours.head_blocks == ()
     _assert_block_parity(ours, hf_model, _clip())
 
 
@@ -188,7 +188,7 @@ def test_import_classification_checkpoint_in_other_file_layouts(tmp_path, layout
         hf_model.save_pretrained(str(tmp_path), max_shard_size="40KB")
         assert (tmp_path / "model.safetensors.index.json").is_file()
     ours = from_hf_videomae(tmp_path, num_blocks=2)
-    assert ours.decoder_blocks == () and ours.blocks[-1].norm is None
+    assert ours.head_blocks == () and ours.blocks[-1].norm is None
     _assert_block_parity(ours, hf_model, _clip())
 
 
@@ -228,7 +228,7 @@ def test_import_reports_missing_weights(tmp_path):
 # --- export --------------------------------------------------------------------------------
 
 
-def _run_dir(tmp_path: Path, *overrides: str) -> tuple[Path, BlockwiseVideoMAE]:
+def _run_dir(tmp_path: Path, *overrides: str) -> tuple[Path, BlockwiseModel]:
     """A run directory with checkpoints/final.pt in the trainer's format."""
     cfg = load_config("tiny-debug", list(overrides))
     torch.manual_seed(0)
@@ -262,14 +262,14 @@ def test_export_loads_in_transformers_with_equal_outputs(tmp_path, overrides):
     )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     k = ours.num_blocks - 1
-    mask = tube_mask(2, ours.grid, 0.75, torch.Generator().manual_seed(0))
+    mask = tube_mask(2, ours.backbone.grid, 0.75, torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = pretrain.eval()(video.permute(0, 2, 1, 3, 4), bool_masked_pos=mask).logits
-        visible_idx, masked_idx = split_indices(mask)
+        step = ours.objective.step_from_mask(video, mask)
         h = video
-        for i, block in enumerate(ours.blocks):
-            h = block(h, mask if i == 0 else None)
-        pred = ours.decoder(k)(h, visible_idx, masked_idx)
+        for i in range(ours.num_blocks):
+            h = ours.forward_block(i, h, step.block_inputs[0] if i == 0 else None)
+        pred = ours.head(k)(h, step.visible_idx, step.target_idx)
     # HF's decoder norm has eps 1e-5 where ours has 1e-6: close, not exact
     torch.testing.assert_close(logits, pred, atol=1e-4, rtol=1e-4)
 

@@ -5,7 +5,7 @@ import torch
 
 from bwssl.data.masking import tube_mask
 from bwssl.data.transforms import normalize
-from bwssl.models.blockwise import build_model, split_indices
+from bwssl.models.blockwise import build_model
 from bwssl.objectives.masked_pixels import patch_targets
 from bwssl.train.units import UnitForward
 
@@ -18,7 +18,12 @@ def _clip(cfg, b=2, seed=0):
 
 
 def _mask(cfg, model, b=2, seed=0):
-    return tube_mask(b, model.grid, cfg.mask.ratio, torch.Generator().manual_seed(seed))
+    return tube_mask(b, model.backbone.grid, cfg.mask.ratio, torch.Generator().manual_seed(seed))
+
+
+def _losses(model, video, mask, detach=True):
+    step = model.objective.step_from_mask(video, mask)
+    return list(model.local_losses(step, detach=detach).values())
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -62,14 +67,14 @@ def test_gradient_isolation_per_block(make_cfg):
     cfg = make_cfg("model.num_blocks=4")
     model = build_model(cfg)
     video, mask = _clip(cfg), _mask(cfg, model)
-    losses = model.block_losses(video, mask)
+    losses = _losses(model, video, mask)
     assert len(losses) == 4
     for k, loss in enumerate(losses):
         model.zero_grad(set_to_none=True)
         loss.backward(retain_graph=True)
         for j in range(4):
             block_grads = [p.grad for p in model.blocks[j].parameters()]
-            dec_grads = [p.grad for p in model.decoder(j).parameters()]
+            dec_grads = [p.grad for p in model.head(j).parameters()]
             if j == k:
                 assert all(g is not None and g.abs().sum() > 0 for g in dec_grads)
                 assert any(g is not None and g.abs().sum() > 0 for g in block_grads)
@@ -80,7 +85,7 @@ def test_gradient_isolation_per_block(make_cfg):
 def test_e2e_gradients_reach_first_block(make_cfg):
     cfg = make_cfg("regime=e2e", "model.num_blocks=4")
     model = build_model(cfg)
-    (loss,) = model.block_losses(_clip(cfg), _mask(cfg, model), detach=False)
+    (loss,) = _losses(model, _clip(cfg), _mask(cfg, model), detach=False)
     loss.backward()
     assert model.blocks[0].embed.proj.weight.grad.abs().sum() > 0
 
@@ -90,18 +95,17 @@ def test_per_block_backward_equals_summed_loss(make_cfg):
     torch.manual_seed(0)
     model = build_model(cfg)
     video, mask = _clip(cfg), _mask(cfg, model)
-    sum(model.block_losses(video, mask)).backward()
+    sum(_losses(model, video, mask)).backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
 
     # The trainer's way: one unit per block, backward as soon as its loss exists.
-    visible, masked = split_indices(mask)
-    targets = model.targets(video)
-    x = video
+    step = model.objective.step_from_mask(video, mask)
+    xs = step.views
     for k in range(4):
-        x, losses = UnitForward(model, (k,), (0, 1, 2, 3))(x, mask, visible, masked, targets)
+        xs, losses = UnitForward(model, (k,), (0, 1, 2, 3))(xs, step)
         losses[k].backward()
-        x = x.detach()
+        xs = [x.detach() for x in xs]
     got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert got.keys() == expected.keys()
     for n in expected:

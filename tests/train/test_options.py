@@ -14,8 +14,8 @@ import torch
 
 from bwssl.data.masking import tube_mask
 from bwssl.data.transforms import normalize
-from bwssl.models.blockwise import build_model, split_indices
-from bwssl.train.sampling import step_targets
+from bwssl.models.blockwise import build_model
+from bwssl.objectives.masked_pixels import decoder_subset, split_indices
 from bwssl.train.trainer import train
 
 
@@ -26,14 +26,17 @@ def _final(run: Path) -> dict[str, torch.Tensor]:
 def test_decoder_masking_picks_a_seeded_subset_of_masked_tokens():
     mask = tube_mask(3, (2, 4, 4), 0.75, torch.Generator().manual_seed(0))
     _, masked = split_indices(mask)  # (3, 24)
-    half = step_targets(masked, 0.5, seed=1, epoch=0, step=5)
+    def subset(fraction, step):
+        return decoder_subset(masked, fraction, torch.Generator().manual_seed(step))
+
+    half = subset(0.5, 5)
     assert half.shape == (3, 12)
     for row, full in zip(half, masked, strict=True):
         assert set(row.tolist()) <= set(full.tolist())
         assert row.tolist() == sorted(row.tolist())
-    assert torch.equal(half, step_targets(masked, 0.5, seed=1, epoch=0, step=5))
-    assert not torch.equal(half, step_targets(masked, 0.5, seed=1, epoch=0, step=6))
-    assert step_targets(masked, 1.0, 1, 0, 0) is masked
+    assert torch.equal(half, subset(0.5, 5))
+    assert not torch.equal(half, subset(0.5, 6))
+    assert subset(1.0, 0) is masked
 
 
 def test_decoder_masking_trains_and_is_recorded(make_cfg, tmp_path):
@@ -45,7 +48,7 @@ def test_shared_decoder_is_one_module_trained_by_every_block(make_cfg, tmp_path)
     cfg = make_cfg("model.shared_decoder=true", "model.num_blocks=2")
     model = build_model(cfg)
     assert list(model.decoders.keys()) == ["0"]
-    assert model.decoder(0) is model.decoder(1)
+    assert model.head(0) is model.head(1)
     torch.manual_seed(0)
     init = {k: v.clone() for k, v in build_model(cfg).state_dict().items()}
     train(cfg, tmp_path)
@@ -71,8 +74,9 @@ def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
         model = build_model(cfg)
         video = normalize(torch.rand(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1)),
                           channel_dim=1)
-        mask = tube_mask(2, model.grid, 0.75, torch.Generator().manual_seed(2))
-        (loss,) = model.block_losses(video, mask, detach=False)
+        mask = tube_mask(2, model.backbone.grid, 0.75, torch.Generator().manual_seed(2))
+        (loss,) = model.local_losses(model.objective.step_from_mask(video, mask),
+                                      detach=False).values()
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()
                       if p.grad is not None})

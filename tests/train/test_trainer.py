@@ -14,7 +14,7 @@ import torch
 
 from bwssl.cli import main
 from bwssl.errors import TrainingDiverged, UserError
-from bwssl.models.blockwise import BlockwiseVideoMAE
+from bwssl.objectives.masked_pixels import MaskedPixels
 from bwssl.train.trainer import Trainer, train
 
 
@@ -88,8 +88,8 @@ def test_per_block_clipping_keeps_blocks_independent(make_cfg, tmp_path, monkeyp
     """With clipping on, block 1 trains identically however large block 2's gradients are."""
     cfg = make_cfg("model.num_blocks=2", "train.clip_grad=0.01")
     train(cfg, tmp_path / "a")
-    original = BlockwiseVideoMAE.local_loss
-    monkeypatch.setattr(BlockwiseVideoMAE, "local_loss",
+    original = MaskedPixels.loss
+    monkeypatch.setattr(MaskedPixels, "loss",
                         lambda self, k, *a: original(self, k, *a) * (1000.0 if k == 1 else 1.0))
     train(cfg, tmp_path / "b")
     a, b = _final_model(tmp_path / "a"), _final_model(tmp_path / "b")
@@ -100,14 +100,14 @@ def test_per_block_clipping_keeps_blocks_independent(make_cfg, tmp_path, monkeyp
 
 def test_nan_loss_stops_with_block_and_step(make_cfg, tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = BlockwiseVideoMAE.local_loss
+    original = MaskedPixels.loss
 
     def poisoned(self, k, *args):
         loss = original(self, k, *args)
         calls["n"] += 1
         return loss * float("nan") if k == 1 and calls["n"] > 6 else loss
 
-    monkeypatch.setattr(BlockwiseVideoMAE, "local_loss", poisoned)
+    monkeypatch.setattr(MaskedPixels, "loss", poisoned)
     cfg = make_cfg("model.num_blocks=2", "train.epochs=3", "train.checkpoint_every=1")
     with pytest.raises(TrainingDiverged, match=r"block 2 became nan at global step 4"):
         train(cfg, tmp_path)

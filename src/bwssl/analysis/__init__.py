@@ -9,15 +9,19 @@ torch tensors:
 - :func:`occdrop` (acc_full, acc_occluded): relative accuracy drop under occlusion.
 
 The whole suite on trained runs is :func:`analyze` (runs, out, :class:`AnalysisOptions`),
-what ``bwssl analyze`` calls. The rest lives in the submodules: ``similarity`` (also ``rbf_cka``),
-``retrieval``, ``probes`` (linear and cross-validated probes, CPU sklearn or
-GPU torch), ``occlusion`` (pixel-space occluders), ``results`` (the tidy
-results table and its aggregation).
+what ``bwssl analyze`` calls (the command then draws the figures). The rest lives in the
+submodules: ``similarity`` (also ``rbf_cka``), ``retrieval``, ``probes`` (linear and
+cross-validated probes, CPU sklearn or GPU torch), ``occlusion`` (pixel-space occluders),
+``results`` (the tidy results table and its aggregation); the suite itself is ``suite``
+(orchestration and per-run result cache), ``options``, ``sources`` (run and Hugging Face
+folders), ``context`` (the per-run context) and the metric families ``clip_metrics``,
+``local_losses`` and ``gratings``.
 """
 
 from bwssl.analysis.occlusion import occdrop
+from bwssl.analysis.options import AnalysisOptions
 from bwssl.analysis.retrieval import retrieval_map
 from bwssl.analysis.similarity import cps, linear_cka
-from bwssl.analysis.suite import AnalysisOptions, analyze
+from bwssl.analysis.suite import analyze
 
 __all__ = ["AnalysisOptions", "analyze", "cps", "linear_cka", "occdrop", "retrieval_map"]

@@ -1,9 +1,12 @@
 """``bwssl analyze RUN_DIR [RUN_DIR ...] --out DIR [KEY=VALUE ...]``: the analysis suite.
 
 Arguments of the form ``key=value`` (a dotted name, ``=``, a YAML value) set
-:class:`~bwssl.analysis.suite.AnalysisOptions`; everything else is a run
+:class:`~bwssl.analysis.options.AnalysisOptions`; everything else is a run
 directory or a Hugging Face VideoMAE checkpoint folder. The suite is
 imported only when the command runs, so ``bwssl --help`` stays fast.
+
+The suite computes the tables; this command layer draws the figures
+(:func:`analyze_and_draw`), since the report draws figures and the analysis does not.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import argparse
 import dataclasses
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bwssl.analysis.options import AnalysisOptions
 
 _OPTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
@@ -31,8 +38,22 @@ def split_arguments(args: list[str]) -> tuple[list[Path], list[str]]:
     return runs, options
 
 
+def analyze_and_draw(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions) -> Path:
+    """What ``bwssl analyze`` does with its parsed arguments: the suite
+    (:func:`~bwssl.analysis.suite.analyze`), then, when ``options.figures``, the figures of
+    the whole ``results.csv`` into ``out_dir/figures``. Returns ``out_dir/results.csv``."""
+    from bwssl.analysis.suite import analyze
+
+    results = analyze(run_dirs, out_dir, options)
+    if options.figures:
+        from bwssl.report.figures import draw_all
+
+        draw_all(results, Path(out_dir) / "figures")
+    return results
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from bwssl.analysis.suite import analyze, options_from_overrides
+    from bwssl.analysis.options import options_from_overrides
     from bwssl.errors import UserError
 
     # `bwssl.cli.main` appends key=value arguments given after --out to `overrides`
@@ -54,13 +75,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         out = runs[0] / "analysis"
     else:
         out = Path(args.out)
-    results = analyze(runs, out, options)
+    results = analyze_and_draw(runs, out, options)
     print(f"results: {results}")
     return 0
 
 
 def _option_list() -> str:
-    from bwssl.analysis.suite import AnalysisOptions, DataOverrides
+    from bwssl.analysis.options import AnalysisOptions, DataOverrides
 
     def fmt(v: object) -> str:
         if isinstance(v, list):
@@ -78,7 +99,7 @@ def _option_list() -> str:
         "options (KEY=VALUE): "
         + ", ".join(items)
         + f". data.KEY=VALUE changes the clips analysed ({data}); see "
-        "bwssl.analysis.suite.AnalysisOptions for what each does."
+        "bwssl.analysis.options.AnalysisOptions for what each does."
     )
 
 

@@ -1,12 +1,12 @@
 """Block features of an encoder on a dataset: extracted once, cached on disk.
 
-For every clip the model's K block outputs h_k (B, N, D) are computed with
-masking off (:meth:`~bwssl.models.blockwise.BlockwiseVideoMAE.block_outputs`),
-in eval mode, without gradients, in batches, with a progress bar. What is
-kept:
+For every clip the model's K block outputs h_k are computed with masking off
+(:meth:`~bwssl.models.BlockwiseModel.block_outputs`), in eval mode, without
+gradients, in batches, with a progress bar. What is kept:
 
-- ``pooled``: z_k, the mean over the N patch tokens (the model has no class
-  token), for every clip: (K, M, D) float32.
+- ``pooled``: z_k, block k's output pooled by its backbone
+  (:meth:`~bwssl.models.BlockwiseModel.pool`: the token mean for the video
+  ViT, which has no class token), for every clip: (K, M, D) float32.
 - ``tokens``: the full h_k, only for a seeded subsample of clips (the CPS
   analysis needs every token, and all tokens of all clips would not fit):
   (K, M_tok, N, D), float16 when every value fits its range, else float32.
@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +40,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bwssl.models.blockwise import BlockwiseVideoMAE
+from bwssl.base.files import atomic_write
+from bwssl.models.blockwise import BlockwiseModel
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Features:
     """Block outputs of one encoder on one dataset."""
 
     pooled: np.ndarray
-    """(K, M, D) float32: z_k, block k's tokens averaged over the N tokens, per kept clip."""
+    """(K, M, D) float32: z_k, block k's pooled output, per kept clip."""
     index: np.ndarray
     """(M,) int64: the dataset item of each row (unreadable clips are left out)."""
     token_index: np.ndarray
@@ -158,7 +157,7 @@ def clip_batches(
 
 
 def extract_features(
-    model: BlockwiseVideoMAE,
+    model: BlockwiseModel,
     dataset: Any,
     *,
     batch_size: int = 32,
@@ -206,12 +205,15 @@ def extract_features(
             video = video.to(device, non_blocking=True)
             if transform is not None:
                 video = transform(video)
-            outs = model.block_outputs(video)  # K x (B, N, D)
-            pooled.append(torch.stack([h.float().mean(dim=1) for h in outs]).cpu())  # (K, B, D)
+            outs = model.block_outputs(video)  # K block outputs
+            pooled.append(torch.stack([model.pool(k, h).float()
+                                       for k, h in enumerate(outs)]).cpu())  # (K, B, D)
             kept.append(idx)
-            for j, i in enumerate(idx.tolist()):
-                if i in want:
-                    tok[i] = torch.stack([h[j].float() for h in outs]).cpu()  # (K, N, D)
+            rows = [j for j, i in enumerate(idx.tolist()) if i in want]
+            if rows:
+                toks = [model.tokens(k, h[rows]).float() for k, h in enumerate(outs)]
+                for r, j in enumerate(rows):
+                    tok[int(idx[j])] = torch.stack([x[r] for x in toks]).cpu()  # (K, N, D)
     if not kept:
         raise ValueError(f"{desc}: no clip of the dataset could be read")
     z = torch.cat(pooled, dim=1).numpy()
@@ -250,27 +252,23 @@ class FeatureCache:
     def save(self, key: str, feats: Features, about: Mapping[str, Any] | None = None) -> Path:
         """Write ``feats`` (and ``about``, a JSON note of what they are) atomically."""
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    pooled=feats.pooled,
-                    index=feats.index,
-                    token_index=feats.token_index,
-                    tokens=feats.tokens,
-                    about=np.array(json.dumps(about or {}, sort_keys=True, default=str)),
-                )
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        note = np.array(json.dumps(about or {}, sort_keys=True, default=str))
+        atomic_write(
+            p,
+            lambda f: np.savez(
+                f,
+                pooled=feats.pooled,
+                index=feats.index,
+                token_index=feats.token_index,
+                tokens=feats.tokens,
+                about=note,
+            ),
+        )
         return p
 
 
 def block_features(
-    model: BlockwiseVideoMAE,
+    model: BlockwiseModel,
     dataset: Any,
     *,
     encoder_digest: str,

@@ -21,17 +21,19 @@ Files are written atomically (a temporary file in the same folder, then
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from bwssl.base.files import atomic_write_text
+
 COLUMNS: tuple[str, ...] = (
     "run",
     "regime",
+    "objective",
     "model",
     "num_blocks",
     "seed",
@@ -41,7 +43,15 @@ COLUMNS: tuple[str, ...] = (
     "repeat",
     "value",
 )
-GROUP_KEYS: tuple[str, ...] = ("regime", "model", "num_blocks", "block", "metric", "target")
+GROUP_KEYS: tuple[str, ...] = (
+    "regime",
+    "objective",
+    "model",
+    "num_blocks",
+    "block",
+    "metric",
+    "target",
+)
 """What :func:`aggregate` groups by by default: everything but the run, seed and repeat."""
 
 
@@ -59,6 +69,8 @@ class ResultRow:
     target: str = ""
     repeat: int = 0
     value: float = math.nan
+    objective: str = "masked_pixels"
+    """The run's local objective (``objective.name``)."""
 
     def key(self) -> tuple[str, int, str, str, int]:
         """What identifies the measurement: (run, block, metric, target, repeat)."""
@@ -80,24 +92,24 @@ class AggregateRow:
     """Sample standard deviation (ddof=1) across runs; 0.0 when n == 1."""
     n: int
     """Number of runs (seeds) in the group."""
+    objective: str = ""
+    """The objective of the group ("" when not grouped by it)."""
 
 
-AGGREGATE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(AggregateRow))
+AGGREGATE_COLUMNS: tuple[str, ...] = (
+    "regime",
+    "objective",
+    *(f.name for f in fields(AggregateRow) if f.name not in ("regime", "objective")),
+)
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_results(path: str | Path, rows: Iterable[ResultRow]) -> None:
@@ -106,13 +118,14 @@ def write_results(path: str | Path, rows: Iterable[ResultRow]) -> None:
 
 
 def read_results(path: str | Path) -> list[ResultRow]:
-    """Read a results CSV written by :func:`write_results`; a missing file is an empty table."""
+    """Read a results CSV written by :func:`write_results`; a missing file is an empty table.
+    Tables written before the ``objective`` column existed read as ``masked_pixels``."""
     p = Path(path)
     if not p.exists():
         return []
     with p.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        missing = set(COLUMNS) - set(reader.fieldnames or ()) - {"objective"}
         if missing:
             raise ValueError(f"{p} is not a results table: columns {sorted(missing)} are missing")
         return [
@@ -127,6 +140,7 @@ def read_results(path: str | Path) -> list[ResultRow]:
                 target=r["target"],
                 repeat=int(r["repeat"]),
                 value=float(r["value"]),
+                objective=r.get("objective") or "masked_pixels",
             )
             for r in reader
         ]
@@ -172,6 +186,7 @@ def aggregate(rows: Iterable[ResultRow], by: Sequence[str] = GROUP_KEYS) -> list
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
         fields_: dict[str, object] = {
             "regime": "",
+            "objective": "",
             "model": "",
             "num_blocks": -1,
             "block": -1,

@@ -10,12 +10,13 @@ The file name encodes every parameter the content depends on.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from bwssl.base.files import atomic_write_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,11 @@ def cached_clips(path: Path, shape: tuple[int, ...], render: Callable[[int, int]
         except (OSError, ValueError):
             pass
         logger.warning("ignoring the unusable clip cache %s; rendering it again", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(shape))
     n = shape[0]
     chunk = max(1, _CHUNK_PIXELS // int(np.prod(shape[1:4])))
-    try:
+
+    def write(tmp: Path) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(shape))
         with tqdm(total=n, desc=desc, unit="clip", disable=not progress or n < 2 * chunk) as bar:
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
@@ -52,8 +52,6 @@ def cached_clips(path: Path, shape: tuple[int, ...], render: Callable[[int, int]
                 bar.update(stop - start)
         out.flush()
         del out
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write_file(path, write)
     return np.load(path, mmap_mode="r")

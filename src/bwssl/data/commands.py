@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bwssl.base.files import atomic_write_text
 from bwssl.config import DataConfig
 from bwssl.data.clips import VideoReadError
 from bwssl.data.ucf101 import SPLIT_DIR_NAME, index_ucf101
@@ -47,10 +48,7 @@ def _extract_one(src: str, dst: str, quality: int, short_side: int | None) -> tu
     try:
         return extract_frames(src, dst, quality=quality, short_side=short_side), ""
     except VideoReadError as e:
-        marker = Path(dst + UNREADABLE_SUFFIX)
-        tmp = marker.with_name(f".{marker.name}.tmp-{os.getpid()}")
-        tmp.write_text(f"{e}\n")
-        os.replace(tmp, marker)
+        atomic_write_text(dst + UNREADABLE_SUFFIX, f"{e}\n")
         return 0, str(e)
 
 

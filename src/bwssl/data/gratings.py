@@ -1,7 +1,6 @@
 """Drifting gratings: the feature-complexity probes (Level 1 full field, Level 2 hemifields).
 
-Units and conventions (the released evaluation code got these wrong; see
-PROTOCOL, "TRAPS"):
+Units and conventions (the paper's released evaluation code got these wrong):
 
 - Field: the clip spans [-1, 1] in x (left to right) and y (bottom to top;
   row 0 is the top). Pixel centres: x_j = -1 + (2j + 1) / W,

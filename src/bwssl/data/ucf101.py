@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from bwssl.base.files import atomic_write_text
 from bwssl.config import DataConfig
 from bwssl.data.clips import ClipDataset, VideoReadError
 from bwssl.data.transforms import ClipFormat
@@ -195,11 +195,8 @@ class ProbeCache:
         if not self.dirty:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".index-", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": INDEX_VERSION, "entries": self.entries}, f)
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps({"version": INDEX_VERSION,
+                                                     "entries": self.entries}))
             self.dirty = False
         except OSError as e:
             logger.warning("cannot write the UCF101 index cache %s: %s", self.path, e)

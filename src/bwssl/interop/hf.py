@@ -1,7 +1,7 @@
 """Hugging Face transformers VideoMAE checkpoints in and out of bwssl.
 
 :func:`from_hf_videomae` turns a local VideoMAE checkpoint folder into a
-:class:`~bwssl.models.blockwise.BlockwiseVideoMAE` cut into K blocks, so the
+:class:`~bwssl.models.blockwise.BlockwiseModel` cut into K blocks, so the
 analysis suite runs on public encoders; :func:`export_hf` writes a bwssl model
 as a folder that ``transformers.VideoMAEModel.from_pretrained`` (and
 ``VideoMAEForPreTraining`` when a last-block decoder is exported) loads.
@@ -20,7 +20,6 @@ is imported only for its config class, and is an optional extra.
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -30,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from bwssl.base.files import atomic_write_file
 from bwssl.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
 from bwssl.errors import UserError
-from bwssl.models.blockwise import BlockwiseVideoMAE, ClipShape, load_model
+from bwssl.models.blockwise import BlockwiseModel, build_model, load_model
 
 INSTALL_HINT = "pip install 'bwssl[hf]'"
 HF_DECODER_NORM_EPS = 1e-5
@@ -78,12 +78,12 @@ def _layer_names(
     fused[f"{ours}.attn.qkv.weight"] = (q, k, v)
 
 
-def _decoder_prefix(model: BlockwiseVideoMAE, k: int) -> str:
-    return "decoders.0" if model.cfg.shared_decoder else f"decoders.{k}"
+def _decoder_prefix(model: BlockwiseModel, k: int) -> str:
+    return "decoders.0" if model.backbone.cfg.shared_decoder else f"decoders.{k}"
 
 
 def _name_table(
-    model: BlockwiseVideoMAE, decoder_block: int | None
+    model: BlockwiseModel, decoder_block: int | None
 ) -> tuple[dict[str, str], dict[str, tuple[str, str, str]]]:
     """bwssl state-dict key -> HF key (``VideoMAEForPreTraining`` names without ``videomae.``).
 
@@ -94,7 +94,7 @@ def _name_table(
     fused: dict[str, tuple[str, str, str]] = {}
     for p in ("weight", "bias"):
         single[f"blocks.0.embed.proj.{p}"] = f"embeddings.patch_embeddings.projection.{p}"
-    for b, (start, stop) in enumerate(model.cfg.block_ranges()):
+    for b, (start, stop) in enumerate(model.backbone.cfg.block_ranges()):
         for j, i in enumerate(range(start, stop)):
             _layer_names(f"blocks.{b}.layers.layers.{j}", f"encoder.layer.{i}", single, fused)
     last = model.num_blocks - 1
@@ -105,7 +105,7 @@ def _name_table(
         d = _decoder_prefix(model, decoder_block)
         single[f"{d}.embed.weight"] = "encoder_to_decoder.weight"
         single[f"{d}.mask_token"] = "mask_token"
-        for i in range(model.cfg.decoder_depth):
+        for i in range(model.backbone.cfg.decoder_depth):
             _layer_names(f"{d}.layers.layers.{i}", f"decoder.decoder_layers.{i}", single, fused)
         for part in ("norm", "head"):
             for p in ("weight", "bias"):
@@ -117,11 +117,11 @@ def _layer_norms(module: nn.Module) -> Iterator[nn.LayerNorm]:
     return (m for m in module.modules() if isinstance(m, nn.LayerNorm))
 
 
-def _set_norm_eps(model: BlockwiseVideoMAE, eps: float) -> None:
+def _set_norm_eps(model: BlockwiseModel, eps: float) -> None:
     """Give every LayerNorm HF's eps (bwssl builds them with 1e-6; the HF default is 1e-12)."""
     for norm in _layer_norms(model):
         norm.eps = eps
-    for decoder in model.decoders.values():
+    for decoder in model.heads.values():
         decoder.norm.eps = HF_DECODER_NORM_EPS  # type: ignore[union-attr]
 
 
@@ -259,7 +259,7 @@ def hf_videomae_config(
 
 def from_hf_videomae(
     path: str | Path, num_blocks: int = 4, boundaries: list[int] | None = None
-) -> BlockwiseVideoMAE:
+) -> BlockwiseModel:
     """Load a local Hugging Face VideoMAE checkpoint folder as a bwssl model of K blocks.
 
     ``path`` holds ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``
@@ -284,7 +284,7 @@ def from_hf_videomae(
     ``decoders[K-1]``, as in the ``e2e`` regime, and reproduces HF's logits;
     when its MLP width does not follow the encoder's MLP ratio (bwssl decoders
     share it) it is skipped with a warning. Without a decoder the model has
-    ``decoder_blocks == ()``: ``block_outputs`` works, the reconstruction losses do not.
+    ``head_blocks == ()``: ``block_outputs`` works, the reconstruction losses do not.
 
     HF's LayerNorm eps (``layer_norm_eps``, 1e-12 by default, and 1e-5 in the
     decoder's final norm) is set on the modules, since bwssl models are built with
@@ -305,10 +305,7 @@ def from_hf_videomae(
             stacklevel=2,
         )
         decoder = False
-    clip = ClipShape(cfg.data.channels, cfg.data.num_frames, cfg.data.crop_size)
-    model = BlockwiseVideoMAE(
-        m, clip, [k_last] if decoder else [], norm_targets=cfg.loss.target == "norm_pixels"
-    )
+    model = build_model(cfg, head_blocks=[k_last] if decoder else [])
     if hf.use_mean_pooling:
         model.blocks[k_last].norm = None
     _set_norm_eps(model, hf.layer_norm_eps)
@@ -350,7 +347,7 @@ def from_hf_videomae(
 
 
 def _check_position_table(
-    weights: dict[str, torch.Tensor], model: BlockwiseVideoMAE, path: str | Path
+    weights: dict[str, torch.Tensor], model: BlockwiseModel, path: str | Path
 ) -> None:
     """Fail unless the checkpoint's position embedding is bwssl's fixed sinusoid table."""
     ours = model.blocks[0].pos_embed  # (N, D)
@@ -390,7 +387,7 @@ def _uniform_eps(modules: list[nn.LayerNorm], what: str) -> float:
 
 
 def export_hf(
-    source: str | Path | BlockwiseVideoMAE, out_dir: str | Path, decoder: bool = True
+    source: str | Path | BlockwiseModel, out_dir: str | Path, decoder: bool = True
 ) -> Path:
     """Write a bwssl model as a Hugging Face VideoMAE checkpoint folder; returns ``out_dir``.
 
@@ -411,16 +408,21 @@ def export_hf(
         from safetensors.torch import save_file
     except ImportError as e:
         raise UserError(f"export needs safetensors: {INSTALL_HINT}") from e
-    model = source if isinstance(source, BlockwiseVideoMAE) else load_model(source)
+    model = source if isinstance(source, BlockwiseModel) else load_model(source)
+    if model.objective.cfg.model.arch != "video_vit":
+        raise UserError(f"only video ViT encoders can be exported to Hugging Face VideoMAE, "
+                        f"not model.arch={model.objective.cfg.model.arch}")
+    if model.head_key != "decoders":
+        decoder = False  # a joint-embedding projector has no VideoMAE counterpart
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out_dir} exists and is not a folder")
     k_last = model.num_blocks - 1
-    decoder_block = k_last if decoder and k_last in model.decoder_blocks else None
-    m, clip = model.cfg, model.clip
+    decoder_block = k_last if decoder and k_last in model.head_blocks else None
+    m, clip = model.backbone.cfg, model.backbone.clip
     layer_norms = [n for b in model.blocks for n in _layer_norms(b)]
     if decoder_block is not None:
-        layer_norms += list(_layer_norms(model.decoder(decoder_block).layers))
+        layer_norms += list(_layer_norms(model.head(decoder_block).layers))
     eps = _uniform_eps(layer_norms, "encoder and decoder")
     arch = "VideoMAEForPreTraining" if decoder_block is not None else "VideoMAEModel"
     hf_cfg = transformers.VideoMAEConfig(
@@ -441,7 +443,7 @@ def export_hf(
         decoder_num_hidden_layers=m.decoder_depth,
         decoder_num_attention_heads=m.decoder_heads,
         decoder_intermediate_size=int(m.decoder_dim * m.mlp_ratio),
-        norm_pix_loss=model.norm_targets,
+        norm_pix_loss=model.objective.cfg.loss.target == "norm_pixels",
         architectures=[arch],
     )
 
@@ -459,7 +461,6 @@ def export_hf(
 
     out.mkdir(parents=True, exist_ok=True)
     hf_cfg.save_pretrained(str(out))
-    tmp = out / "model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
+    atomic_write_file(out / "model.safetensors",
+                      lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     return out

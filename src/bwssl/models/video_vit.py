@@ -1,4 +1,5 @@
-"""VideoMAE-style video ViT parts: tubelet embedding, sinusoid positions, pre-norm layers.
+"""The VideoMAE-style video ViT backbone: tubelet embedding, sinusoid positions, pre-norm
+layers, cut into K blocks of consecutive layers.
 
 Matches VideoMAE's block: LayerNorm eps 1e-6, exact GELU, a bias-free qkv
 projection with separate q and v biases (k has none), attention through
@@ -13,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from bwssl.config import ModelConfig
+from bwssl.models.backbone import Backbone, BlockInput, ClipShape
 
 
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -128,3 +132,63 @@ def init_weights(module: nn.Module) -> None:
             nn.init.uniform_(m.weight, -bound, bound)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class EncoderBlock(nn.Module):
+    """Layers [start, stop) of the encoder; block 0 embeds, the last block normalizes."""
+
+    def __init__(self, cfg: ModelConfig, clip: ClipShape, start: int, stop: int,
+                 first: bool, last: bool) -> None:
+        super().__init__()
+        self.embed: TubeletEmbed | None = None
+        if first:
+            self.embed = TubeletEmbed(clip.channels, cfg.embed_dim, cfg.tubelet_size,
+                                      cfg.patch_size)
+            n = (clip.frames // cfg.tubelet_size) * (clip.size // cfg.patch_size) ** 2
+            self.register_buffer("pos_embed", sinusoid_table(n, cfg.embed_dim), persistent=False)
+        self.layers = LayerStack(stop - start, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio,
+                                 cfg.grad_checkpointing)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if last else None
+
+    def forward(self, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
+        """Block 0 takes the clip (B, C, T, H, W) and embeds the tokens ``inp.keep`` says (all
+        by default); the others take tokens (B, N, D)."""
+        if self.embed is not None:
+            pos = self.pos_embed.to(x.dtype)
+            keep = inp.keep if inp is not None else None
+            if keep is None:
+                x = self.embed(x) + pos  # (B, N, D)
+            else:  # only the kept tubelets are embedded: (B, N_keep, D)
+                x = self.embed(x, keep) + pos.expand(x.shape[0], -1, -1)[keep].view(
+                    x.shape[0], -1, pos.shape[-1])
+        x = self.layers(x)
+        return self.norm(x) if self.norm is not None else x
+
+
+class VideoViT(Backbone):
+    """A video ViT whose layers are cut into blocks at ``cfg.block_ranges()``."""
+
+    def __init__(self, cfg: ModelConfig, clip: ClipShape) -> None:
+        super().__init__()
+        self.cfg, self.clip = cfg, clip
+        ranges = cfg.block_ranges()
+        k = len(ranges)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(cfg, clip, a, b, first=i == 0, last=i == k - 1)
+            for i, (a, b) in enumerate(ranges))
+        init_weights(self.blocks)
+        self.grid = (clip.frames // cfg.tubelet_size, clip.size // cfg.patch_size,
+                     clip.size // cfg.patch_size)
+
+    def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """The mean of the tokens (the model has no class token): (B, N, D) -> (B, D)."""
+        return h.mean(dim=1)
+
+    def tokens(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        return h
+
+    def feature_dim(self, k: int) -> int:
+        return self.cfg.embed_dim
+
+    def num_tokens(self, k: int) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]

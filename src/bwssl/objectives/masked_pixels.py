@@ -1,10 +1,23 @@
-"""Masked pixel reconstruction: tubelet targets and the masked MSE."""
+"""Masked pixel reconstruction (VideoMAE): tube masks, a decoder per block, normalized-pixel MSE.
+"""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
+from torch import nn
+
+from bwssl.config import Config
+from bwssl.data.masking import make_mask, num_visible
 from bwssl.data.transforms import denormalize
+from bwssl.models.backbone import Backbone, BlockInput
+from bwssl.models.decoder import Decoder
+from bwssl.objectives.base import Objective, StepData, StepKey
+
+MASK_STREAM, TARGET_STREAM = 2, 3
+"""Generator streams of the step key: the token mask, the decoder's subset of masked tokens."""
 
 
 def patch_targets(video: torch.Tensor, tubelet: int, patch: int,
@@ -29,3 +42,95 @@ def patch_targets(video: torch.Tensor, tubelet: int, patch: int,
 def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over batch, reconstructed tokens and target dims (both (B, M, P))."""
     return (pred.float() - target).pow(2).mean()
+
+
+def split_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) bool mask -> visible and masked token indices, (B, N_vis) and (B, N_mask)."""
+    b = mask.shape[0]
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible first, in order
+    n_vis = int((~mask[0]).sum())
+    return order[:, :n_vis].reshape(b, -1), order[:, n_vis:].reshape(b, -1)
+
+
+def decoder_subset(masked_idx: torch.Tensor, fraction: float, gen: torch.Generator
+                   ) -> torch.Tensor:
+    """Decoder masking: a random subset of the masked tokens for the decoders to rebuild.
+
+    ``masked_idx`` is (B, N_mask); returns (B, M) with M = round(fraction * N_mask), in
+    token order.
+    """
+    if fraction >= 1.0:
+        return masked_idx
+    b, n = masked_idx.shape
+    m = num_visible(n, 1.0 - fraction)
+    pick = torch.rand(b, n, generator=gen).argsort(dim=1)[:, :m].sort(dim=1).values
+    return torch.gather(masked_idx, 1, pick.to(masked_idx.device))
+
+
+@dataclass(frozen=True)
+class MaskedStep(StepData):
+    """A masked micro-batch: which tokens are seen, which are rebuilt, and their pixels."""
+
+    visible_idx: torch.Tensor | None = None
+    """(B, N_vis) indices of the visible tokens."""
+    target_idx: torch.Tensor | None = None
+    """(B, M) indices of the tokens the decoders rebuild."""
+    targets: torch.Tensor | None = None
+    """(B, N, P) pixel targets of every token."""
+
+
+class MaskedPixels(Objective):
+    """Reconstruct the pixels of masked tubelets from the visible ones (``mask``, ``loss`` and
+    the ``model.decoder_*`` keys)."""
+
+    head_key = "decoders"
+    reconstructs_pixels = True
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.shared_head = cfg.model.shared_decoder
+        self.grid = cfg.token_grid
+
+    def make_heads(self, backbone: Backbone, blocks: Sequence[int]) -> dict[str, nn.Module]:
+        if self.shared_head:  # one decoder, always under key 0
+            return {"0": self.make_head(backbone, 0)} if blocks else {}
+        return super().make_heads(backbone, blocks)
+
+    def make_head(self, backbone: Backbone, k: int) -> nn.Module:
+        m, d = self.cfg.model, self.cfg.data
+        out_dim = m.tubelet_size * m.patch_size ** 2 * d.channels
+        return Decoder(backbone.feature_dim(k), m.decoder_dim, m.decoder_depth, m.decoder_heads,
+                       m.mlp_ratio, backbone.num_tokens(0), out_dim)
+
+    def prepare(self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *,
+                train: bool = True) -> MaskedStep:
+        mc = self.cfg.mask
+        glob = make_mask(mc.kind, key.batch_size, self.grid, mc.ratio,
+                         key.generator(MASK_STREAM))  # (B_global, N)
+        _, masked = split_indices(glob)
+        target = decoder_subset(masked, mc.decoder_ratio if train else 1.0,
+                                key.generator(TARGET_STREAM))
+        return self.step_from_mask(video, glob[rows], target[rows])
+
+    def step_from_mask(self, video: torch.Tensor, mask: torch.Tensor,
+                       target_idx: torch.Tensor | None = None) -> MaskedStep:
+        """The micro-batch of ``video`` under a given (B, N) mask (True = hidden); the decoders
+        rebuild ``target_idx`` (B, M), by default every masked token."""
+        dev = video.device
+        mask = mask.to(dev)
+        visible, masked = split_indices(mask)
+        target = masked if target_idx is None else target_idx.to(dev)
+        m = self.cfg.model
+        pixels = patch_targets(video, m.tubelet_size, m.patch_size,
+                               self.cfg.loss.target == "norm_pixels")
+        return MaskedStep([video], [BlockInput(keep=~mask)], visible, target, pixels)
+
+    def loss(self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData,
+             backbone: Backbone) -> torch.Tensor:
+        assert isinstance(step, MaskedStep)
+        assert step.target_idx is not None and step.targets is not None
+        (h,) = outs
+        pred = head(h, step.visible_idx, step.target_idx)  # (B, M, P)
+        tgt = torch.gather(step.targets, 1,
+                           step.target_idx.unsqueeze(-1).expand(-1, -1, step.targets.shape[-1]))
+        return masked_mse(pred, tgt)

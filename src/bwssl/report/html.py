@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bwssl.analysis.results import ResultRow, read_results
+from bwssl.base.files import atomic_write_text
 from bwssl.report.figures import draw_all
-from bwssl.train.checkpoint import atomic_write_text
 
-# What the paper reports on UCF101 (PROTOCOL section 1, "Reported results").
+# What the paper reports on UCF101.
 PAPER = {
     "tiny": {"probe_gap": 0.02, "map_gap": 0.015},
     "small": {"probe_gap": 0.04, "map_gap": 0.02},

@@ -24,26 +24,23 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from bwssl.base.files import atomic_write_text
+from bwssl.base.hardware import (
+    adamw,
+    autocast,
+    enable_tf32,
+    resolve_amp_dtype,
+    resolve_device,
+)
+from bwssl.base.rundir import RunDir, environment
 from bwssl.config import Config
 from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
 from bwssl.errors import TrainingDiverged, UserError
-from bwssl.models.blockwise import (
-    BlockwiseVideoMAE,
-    build_model,
-    recut_e2e_state,
-    split_indices,
-)
+from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
+from bwssl.objectives.base import StepKey
 from bwssl.regimes import Stage, stages
-from bwssl.train.checkpoint import (
-    RunDir,
-    atomic_write_text,
-    environment,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from bwssl.train.sampling import EpochBatchSampler, step_mask, step_targets
+from bwssl.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
 
 
@@ -90,14 +87,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> floa
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device={name} but no CUDA device is available; use cpu or auto")
-    return torch.device(name)
-
-
 class Trainer:
     """Runs all stages of one config into one run directory."""
 
@@ -120,31 +109,34 @@ class Trainer:
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         else:
             self.device = resolve_device(cfg.train.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        precision = cfg.train.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        if precision == "fp16" and cfg.model.shared_decoder:
+        enable_tf32(self.device)
+        self.amp_dtype = resolve_amp_dtype(cfg.train.precision, self.device)
+        if self.amp_dtype == torch.float16 and cfg.model.shared_decoder:
             raise UserError("train.precision=fp16 needs a loss scaler per block, which a shared "
                             "decoder (model.shared_decoder=true) cannot have; use bf16 or fp32")
         self.stages = stages(cfg.regime, cfg.model.num_blocks)
         self._tb: Any = None
 
     # --- setup -------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context of this run's precision on its device."""
+        return autocast(self.device, self.amp_dtype)
 
-    def units(self, model: BlockwiseVideoMAE, stage: Stage) -> list[Unit]:
+    def prepare_stage(self, model: BlockwiseModel, stage: Stage) -> list[Unit]:
+        """Set up ``model`` for ``stage`` (frozen blocks without gradients and in eval mode,
+        trained blocks in train mode) and return the stage's units (:meth:`units`)."""
+        for k, block in enumerate(model.blocks):
+            block.requires_grad_(k in stage.trained)
+            block.train(k >= stage.frozen)
+        return self.units(model, stage)
+
+    def units(self, model: BlockwiseModel, stage: Stage, wrap: bool = True) -> list[Unit]:
         """The optimizer units of ``stage``: per unit its blocks' forward (wrapped in DDP and
-        compiled as configured), parameters, AdamW and loss scaler."""
+        compiled as configured; ``wrap=False``: neither), parameters, AdamW and loss scaler."""
         tc = self.cfg.train
         units = []
-        shared = list(model.decoders["0"].parameters()) if model.cfg.shared_decoder else []
+        head = model.shared_head
+        shared = list(head.parameters()) if head is not None else []
         groups: list[tuple[tuple[int, ...], bool]] = [(u, True) for u in stage.units]
         if shared and len(stage.units) > 1:
             groups.append(((), False))  # the shared decoder is a unit of its own
@@ -155,12 +147,12 @@ class Trainer:
             fwd: nn.Module | None = None
             if has_forward:
                 fwd = UnitForward(model, blocks, stage.loss_blocks)
-                if self.world > 1:
+                if self.world > 1 and wrap:
                     ids = [self.device.index] if self.device.type == "cuda" else None
                     # Positions are fixed buffers: nothing to broadcast at every forward.
                     fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids,
                                                               broadcast_buffers=False)
-                if tc.compile:
+                if tc.compile and wrap:
                     # Static shapes: each unit sees fixed shapes (block 1 the clip, the others
                     # tokens), and inductor's dynamic-shape graphs, which recompiles of the
                     # shared forward code switch on, crashed in backward on an H100.
@@ -210,27 +202,30 @@ class Trainer:
                                     rank=self.rank, world=self.world)
         loader = make_loader(data, sampler, cfg.train.num_workers,
                              pin_memory=self.device.type == "cuda")
-        total = steps_per_epoch * cfg.train.epochs
-        if cfg.train.max_steps is not None:
-            total = min(total, cfg.train.max_steps)
         peak = cfg.train.lr * (cfg.train.batch_size / cfg.train.lr_scale_batch
                                if cfg.train.lr_scale_batch else 1.0)
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
 
+        prev: list[Unit] = []
         for stage in self.stages[pos.stage:]:
-            for k, block in enumerate(model.blocks):
-                block.requires_grad_(k in stage.trained)
-                block.train(k not in stage.frozen)
-            units = self.units(model, stage)
-            if ckpt is not None and ckpt["units"] and ckpt["position"]["stage"] == stage.index:
-                for unit, state in zip(units, ckpt["units"], strict=True):
-                    unit.optimizer.load_state_dict(state["optimizer"])
-                    if unit.scaler is not None and state.get("scaler"):
-                        unit.scaler.load_state_dict(state["scaler"])
-            self._run_stage(model, stage, units, sampler, loader, pos, steps_per_epoch, total,
-                            peak, warmup)
+            units = self.prepare_stage(model, stage)
+            saved = ckpt["units"] if ckpt is not None else []
+            saved_stage = (ckpt.get("units_stage", ckpt["position"]["stage"])
+                           if ckpt is not None else None)
+            if saved and saved_stage == stage.index:
+                load_unit_states(units, saved)
+            elif stage.carry_optimizer:
+                if not prev and saved and saved_stage == stage.index - 1:
+                    prev = self.units(model, self.stages[stage.index - 1], wrap=False)
+                    load_unit_states(prev, saved)
+                carry_optimizer_state(prev, units)
+            self._run_stage(model, stage, units, sampler, loader, pos, steps_per_epoch,
+                            self.stage_steps(stage, steps_per_epoch), peak, warmup)
             pos.stage, pos.epoch, pos.step = stage.index + 1, 0, 0
-            self._checkpoint(model, [], pos, run.last)
+            following = self.stages[stage.index + 1] if stage.index + 1 < len(self.stages) else None
+            carry = following is not None and following.carry_optimizer
+            self._checkpoint(model, units if carry else [], pos, run.last)
+            prev = units
 
         if self.rank == 0:
             save_checkpoint(run.final, self._payload(model, [], pos))
@@ -241,7 +236,15 @@ class Trainer:
         self._say(f"done: {run.final}")
         return run.final
 
-    def _run_stage(self, model: BlockwiseVideoMAE, stage: Stage, units: list[Unit],
+    def stage_steps(self, stage: Stage, steps_per_epoch: int) -> int:
+        """Optimizer steps of ``stage``: its own length, else ``train.epochs`` epochs; at most
+        ``train.max_steps``."""
+        total = stage.steps if stage.steps is not None else steps_per_epoch * self.cfg.train.epochs
+        if self.cfg.train.max_steps is not None:
+            total = min(total, self.cfg.train.max_steps)
+        return total
+
+    def _run_stage(self, model: BlockwiseModel, stage: Stage, units: list[Unit],
                    sampler: EpochBatchSampler, loader: Any, pos: Position, steps_per_epoch: int,
                    total: int, peak: float, warmup: int) -> None:
         cfg = self.cfg
@@ -296,7 +299,7 @@ class Trainer:
                     break
         bar.close()
 
-    def step(self, model: BlockwiseVideoMAE, stage: Stage, units: list[Unit], batch: ClipBatch,
+    def step(self, model: BlockwiseModel, stage: Stage, units: list[Unit], batch: ClipBatch,
              pos: Position, lr: float) -> dict[int, float]:
         """One optimizer step of every unit on ``batch`` at ``pos``; returns the mean loss
         per block. Raises TrainingDiverged on a non-finite loss (in any process)."""
@@ -306,37 +309,33 @@ class Trainer:
                 group["lr"] = lr
         if batch.video.shape[0] == 0:
             return {}
-        # Masks are drawn for the whole global batch, then this process takes its rows.
-        glob = step_mask(cfg.mask.kind, cfg.train.batch_size, model.grid, cfg.mask.ratio,
-                         cfg.seed, pos.epoch, pos.step)
-        _, masked = split_indices(glob)
-        tgt = step_targets(masked, cfg.mask.decoder_ratio, cfg.seed, pos.epoch, pos.step)
-        keep = torch.arange(self.rank, cfg.train.batch_size, self.world)[:batch.video.shape[0]]
-        mask, tgt = glob[keep].to(dev), tgt[keep].to(dev)
+        # The objective draws masks and views for the whole global batch; this process's
+        # clips are its rows rank, rank + world, ...
+        key = StepKey(cfg.seed, pos.epoch, pos.step, cfg.train.batch_size)
+        rows = torch.arange(self.rank, cfg.train.batch_size, self.world)[:batch.video.shape[0]]
         video = batch.video.to(dev, non_blocking=True)
         accum = cfg.train.accum_steps
         sums: dict[int, torch.Tensor] = {}
-        for i, (v, m, t) in enumerate(zip(video.chunk(accum), mask.chunk(accum),
-                                          tgt.chunk(accum), strict=True)):
-            visible, _ = split_indices(m)
-            targets = model.targets(v)
-            x = v
-            with torch.no_grad(), self._autocast():
-                for k in stage.frozen:
-                    x = model.blocks[k](x, m if k == 0 else None)
+        for i, (v, r) in enumerate(zip(video.chunk(accum), rows.chunk(accum), strict=True)):
+            prepared = model.objective.prepare(v, key, r, train=True)
+            xs = prepared.views
+            with torch.no_grad(), self.autocast():
+                for k in range(stage.frozen):
+                    xs = [model.forward_block(k, x, inp if k == 0 else None)
+                          for x, inp in zip(xs, prepared.block_inputs, strict=True)]
             for unit in units:
                 if unit.forward is None:
                     continue
                 sync = (unit.forward.no_sync() if self.world > 1 and i < accum - 1
                         and hasattr(unit.forward, "no_sync") else contextlib.nullcontext())
                 with sync:
-                    with self._autocast():
-                        x, losses = unit.forward(x, m, visible, t, targets)
+                    with self.autocast():
+                        xs, losses = unit.forward(xs, prepared)
                     loss = sum(losses.values()) / accum
                     if unit.scaler is not None:
                         loss = unit.scaler.scale(loss)
                     loss.backward()  # frees this unit's graph before the next unit runs
-                x = x.detach()
+                xs = [x.detach() for x in xs]
                 for k, val in losses.items():
                     sums[k] = sums.get(k, 0) + val.detach() / accum
                 if i == accum - 1:
@@ -345,7 +344,7 @@ class Trainer:
                     # stops the run before any checkpoint holds this step.
                     self._apply(unit)
         for unit in units:
-            if unit.forward is None:  # a shared decoder: its gradient came from every block
+            if unit.forward is None:  # a shared head: its gradient came from every block
                 self._apply(unit)
         keys = sorted(sums)
         values = torch.stack([sums[k] for k in keys]).float()
@@ -379,20 +378,21 @@ class Trainer:
         unit.optimizer.zero_grad(set_to_none=True)
 
     # --- state -------------------------------------------------------------------------------
-    def _payload(self, model: BlockwiseVideoMAE, units: list[Unit], pos: Position
+    def _payload(self, model: BlockwiseModel, units: list[Unit], pos: Position
                  ) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
             "units": [{"blocks": u.blocks, "optimizer": u.optimizer.state_dict(),
                        "scaler": u.scaler.state_dict() if u.scaler is not None else None}
                       for u in units],
+            "units_stage": pos.stage if pos.step or pos.epoch else pos.stage - 1,
             "position": asdict(pos),
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
             "config_digest": self.cfg.digest(),
         }
 
-    def _checkpoint(self, model: BlockwiseVideoMAE, units: list[Unit], pos: Position,
+    def _checkpoint(self, model: BlockwiseModel, units: list[Unit], pos: Position,
                     path: Path) -> None:
         if self.rank == 0:
             save_checkpoint(path, self._payload(model, units, pos))
@@ -416,18 +416,24 @@ class Trainer:
             print(text, file=sys.stderr)
 
 
-def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]
-          ) -> torch.optim.AdamW:
-    """AdamW with torch's fused kernel where this torch has one for the parameters' device
-    (CPU since torch 2.4, CUDA), else torch's default implementation.
+def load_unit_states(units: list[Unit], saved: list[dict[str, Any]]) -> None:
+    """Optimizer and loss-scaler states of a checkpoint into ``units`` (the same layout)."""
+    for unit, state in zip(units, saved, strict=True):
+        unit.optimizer.load_state_dict(state["optimizer"])
+        if unit.scaler is not None and state.get("scaler"):
+            unit.scaler.load_state_dict(state["scaler"])
 
-    The same update rule; the fused kernel updates all parameters at once instead
-    of running several small operations per parameter (17% of a DeiT-Tiny E2E
-    step on CPU, see docs/benchmarks.md)."""
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+def carry_optimizer_state(old: list[Unit], new: list[Unit]) -> None:
+    """Give every parameter of ``new`` the optimizer state it had in ``old`` (moments and
+    step count), whatever units either was grouped into; parameters new to training start
+    afresh, and parameters no longer trained leave theirs behind."""
+    states = {id(p): s for u in old for p, s in u.optimizer.state.items()}
+    for unit in new:
+        for group in unit.optimizer.param_groups:
+            for p in group["params"]:
+                if id(p) in states:
+                    unit.optimizer.state[p] = states[id(p)]
 
 
 def tensorboard_writer(log_dir: Path) -> Any:
@@ -470,7 +476,8 @@ def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
     if src.metrics.exists():
         atomic_write_text(run.metrics, src.metrics.read_text())
     payload = load_checkpoint(src.final)
-    payload["model"] = recut_e2e_state(payload["model"], src_cfg.model, cfg.model)
+    payload["model"] = recut_e2e_state(payload["model"], src_cfg.model, cfg.model,
+                                       build_model(cfg).head_key)
     payload["config"], payload["config_digest"] = cfg.to_dict(), cfg.digest()
     save_checkpoint(run.final, payload)
     return run.final

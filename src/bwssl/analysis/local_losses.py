@@ -1,0 +1,73 @@
+"""The local objectives' own losses on evaluation clips, per block with a head.
+
+- ``local_loss``: block k's local loss under the run's objective, through
+  block k's head, on ``mse_clips`` seeded test clips; the objective's step
+  inputs (masks, views) are drawn from ``seed`` for those clips as one
+  global batch (so the numbers do not depend on ``batch_size``), in their
+  evaluation form (masked pixels: every masked token rebuilt). Losses built
+  on batch statistics (Barlow Twins, VICReg, SimCLR) are averaged over
+  batches of ``batch_size`` clips, weighted by size; a batch smaller than
+  the objective needs is left out.
+- ``mse``: the same number for objectives that rebuild pixels (masked
+  pixels: normalized-pixel MSE, the paper's reconstruction curve); other
+  objectives have no pixel reconstruction, and get no ``mse`` rows.
+
+Blocks without a head (E2E: all but the last) get no rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from bwssl.analysis import features as feat
+from bwssl.analysis.context import seeded_subset
+from bwssl.errors import UserError
+from bwssl.objectives.base import StepKey
+
+if TYPE_CHECKING:
+    from bwssl.analysis.context import RunContext
+
+logger = logging.getLogger(__name__)
+
+METRICS_HANDLED: tuple[str, ...] = ("mse", "local_loss")
+
+
+def run(ctx: RunContext) -> None:
+    """``local_loss`` (and ``mse`` for pixel objectives) per head block on seeded test clips."""
+    model, o = ctx.model, ctx.opt
+    objective = model.objective
+    test = ctx.test_clips  # built even without heads, so a bad data config still stops
+    if not model.head_blocks:
+        logger.info("%s has no local head: no mse or local_loss rows", ctx.src.name)
+        return
+    pixels = objective.reconstructs_pixels
+    if "mse" in ctx.want and not pixels:
+        logger.info("%s: objective %s rebuilds no pixels; no mse rows (see local_loss)",
+                    ctx.src.name, ctx.src.config.objective.name)
+    items = seeded_subset(len(test), o.mse_clips, o.seed, 3)
+    key = StepKey(o.seed, 0, 0, len(items))
+    row_of = {int(i): j for j, i in enumerate(items)}
+    sums = np.zeros(len(model.head_blocks))
+    count = 0
+    batches = feat.clip_batches(test, items, o.batch_size, o.num_workers, ctx.device.type == "cuda")
+    with torch.inference_mode():
+        for idx, video, _ in batches:
+            if len(idx) < objective.min_batch:
+                continue
+            rows = torch.tensor([row_of[int(i)] for i in idx])
+            step = objective.prepare(video.to(ctx.device), key, rows, train=False)
+            losses = model.local_losses(step)
+            sums += np.array([float(losses[k]) for k in model.head_blocks]) * len(idx)
+            count += len(idx)
+    if count == 0:
+        raise UserError(f"{ctx.src.name}: no batch of at least {objective.min_batch} readable "
+                        "test clips for the local losses; raise mse_clips or batch_size")
+    for k, total in zip(model.head_blocks, sums, strict=True):
+        if "local_loss" in ctx.want:
+            ctx.add("local_loss", k + 1, total / count)
+        if "mse" in ctx.want and pixels:
+            ctx.add("mse", k + 1, total / count)

@@ -1,0 +1,75 @@
+"""What every backbone is: an encoder cut into K blocks, and nothing about heads or losses.
+
+The analysis needs only :meth:`Backbone.block_outputs`, :meth:`Backbone.pool`
+and :meth:`Backbone.tokens`; the trainer runs blocks one by one through
+:meth:`Backbone.forward_block` so that regimes can stop gradients, freeze a
+prefix or skip blocks between any two of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """What a model is built for: (C, T, H=W) clips."""
+
+    channels: int
+    frames: int
+    size: int
+
+
+@dataclass(frozen=True)
+class BlockInput:
+    """Per-step inputs of block 0 besides the clip (from the objective).
+
+    ``keep`` (B, N) bool, the same count per clip: embed only these tokens
+    (masked objectives); None embeds every token.
+    """
+
+    keep: torch.Tensor | None = None
+
+
+class Backbone(nn.Module):
+    """An encoder whose only parameters are ``blocks``; block 0 takes the input clip."""
+
+    blocks: nn.ModuleList
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None
+                      ) -> torch.Tensor:
+        """Block k's output from its input (block 0: the clip and ``inp``)."""
+        if k == 0:
+            return self.blocks[0](x, inp)
+        return self.blocks[k](x)
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The K block outputs on the input ``x``, every token kept."""
+        outs = []
+        for k in range(self.num_blocks):
+            x = self.forward_block(k, x)
+            outs.append(x)
+        return outs
+
+    def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Block k's output ``h`` pooled to one vector per example, (B, D_k)."""
+        raise NotImplementedError
+
+    def tokens(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Block k's output ``h`` as a set of tokens, (B, N, D_k)."""
+        raise NotImplementedError
+
+    def feature_dim(self, k: int) -> int:
+        """D_k, the width of block k's pooled features and tokens."""
+        raise NotImplementedError
+
+    def num_tokens(self, k: int) -> int:
+        """N_k, the number of tokens of block k's output (all tokens kept)."""
+        raise NotImplementedError

@@ -1,0 +1,95 @@
+"""What every local objective is: heads per block, per-step inputs, and block k's loss.
+
+An objective never runs the backbone: the trainer (or
+:meth:`~bwssl.models.BlockwiseModel.local_losses`) feeds every view of
+:class:`StepData` through the blocks and hands block k's outputs to
+:meth:`Objective.loss`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from bwssl.config import Config
+from bwssl.models.backbone import Backbone, BlockInput
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """Where a step's random draws come from: every one is a pure function of these, made
+    for the global batch of ``batch_size`` examples (a process takes its rows), so regimes,
+    resumed runs and any number of processes see the same masks and views."""
+
+    seed: int
+    epoch: int
+    step: int
+    batch_size: int
+
+    def generator(self, stream: int) -> torch.Generator:
+        """A CPU generator for one kind of draw (``stream`` keeps kinds apart)."""
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.step,
+                                                         stream))
+
+
+def derive_seed(*keys: int) -> int:
+    """A 32-bit seed from integer keys (NumPy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([abs(int(k)) for k in keys]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class StepData:
+    """One micro-batch, prepared by an objective.
+
+    ``views``: what enters block 0, one tensor per view (one view for
+    masked objectives, two for joint embedding); ``block_inputs``: block 0's
+    extra inputs per view.
+    """
+
+    views: list[torch.Tensor]
+    block_inputs: list[BlockInput | None] = field(default_factory=list)
+
+
+class Objective:
+    """A local objective: subclass, set the class attributes, and register the class in
+    :data:`bwssl.objectives.OBJECTIVES`."""
+
+    head_key: str = "heads"
+    """State-dict prefix of the heads (``decoders``, ``projectors``)."""
+    shared_head: bool = False
+    """One head for every block (under key ``0``) instead of one per block."""
+    reconstructs_pixels: bool = False
+    """Whether the loss is a pixel reconstruction error (the analyses' ``mse``)."""
+    min_batch: int = 1
+    """The smallest batch the loss is defined on (batch statistics need 2)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def make_heads(self, backbone: Backbone, blocks: Sequence[int]) -> dict[str, nn.Module]:
+        """The heads of ``blocks`` by key, built in block order from the global RNG."""
+        if self.shared_head:
+            return {"0": self.make_head(backbone, blocks[-1])} if blocks else {}
+        return {str(k): self.make_head(backbone, k) for k in blocks}
+
+    def make_head(self, backbone: Backbone, k: int) -> nn.Module:
+        """The head that reads block k's output."""
+        raise NotImplementedError
+
+    def head_name(self, k: int) -> str:
+        return "0" if self.shared_head else str(k)
+
+    def prepare(self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *,
+                train: bool = True) -> StepData:
+        """Step inputs for ``video`` (B, C, T, H, W), the ``rows`` of ``key``'s global batch.
+        ``train=False`` gives the evaluation form (analysis)."""
+        raise NotImplementedError
+
+    def loss(self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData,
+             backbone: Backbone) -> torch.Tensor:
+        """Block k's loss from its outputs (one per view) and its head."""
+        raise NotImplementedError
