@@ -367,9 +367,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
+        from bwssl.objectives.registry import build_objective
         from bwssl.regimes import REGIMES
 
         _check_name("regime", self.regime, REGIMES)
+        need = build_objective(self).min_batch
+        if self.train.batch_size // self.train.accum_steps < need:
+            _fail("train.batch_size", f"objective {self.objective.name} needs micro-batches of "
+                  f"at least {need} clips (batch statistics), but train.batch_size="
+                  f"{self.train.batch_size} / train.accum_steps={self.train.accum_steps} gives "
+                  f"{self.train.batch_size // self.train.accum_steps}")
         m, d = self.model, self.data
         if d.crop_size % m.patch_size:
             _fail("model.patch_size", f"must divide data.crop_size={d.crop_size}, "

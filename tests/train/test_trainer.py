@@ -153,18 +153,24 @@ def test_invalid_config_fails_before_compute(override, key, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def _train_cmd(out: Path) -> list[str]:
+def _train_cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bwssl", "train", "tiny-debug", "--out", str(out),
-            "train.epochs=12", "train.checkpoint_every=1", "model.num_blocks=2",
-            "regime=sequential"]
+            "train.epochs=12", "train.checkpoint_every=1", "model.num_blocks=2", *extra]
 
 
-def test_resume_after_sigkill_gives_identical_weights(tmp_path):
+@pytest.mark.parametrize("extra", [
+    ("regime=sequential",),
+    ("objective.name=barlow_twins", "regime=simultaneous"),
+    ("objective.name=vicreg", "regime=e2e"),
+    ("objective.name=simclr", "regime=sequential"),
+], ids=["masked_pixels", "barlow_twins", "vicreg", "simclr"])
+def test_resume_after_sigkill_gives_identical_weights(tmp_path, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_cmd(tmp_path / "clean"), env=env, check=True, capture_output=True)
+    subprocess.run(_train_cmd(tmp_path / "clean", *extra), env=env, check=True,
+                   capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(killed, *extra), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill mid-run, once a few steps are checkpointed
@@ -176,7 +182,7 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "checkpoints" / "final.pt").exists(), "run finished before the kill"
-    subprocess.run(_train_cmd(killed), env=env, check=True, capture_output=True)
+    subprocess.run(_train_cmd(killed, *extra), env=env, check=True, capture_output=True)
 
     clean, resumed = _final_model(tmp_path / "clean"), _final_model(killed)
     for n in clean:

@@ -6,10 +6,12 @@ gradients, in batches, with a progress bar. What is kept:
 
 - ``pooled``: z_k, block k's output pooled by its backbone
   (:meth:`~bwssl.models.BlockwiseModel.pool`: the token mean for the video
-  ViT, which has no class token), for every clip: (K, M, D) float32.
-- ``tokens``: the full h_k, only for a seeded subsample of clips (the CPS
-  analysis needs every token, and all tokens of all clips would not fit):
-  (K, M_tok, N, D), float16 when every value fits its range, else float32.
+  ViT, which has no class token), for every clip: K arrays (M, D_k) float32
+  (widths may differ between blocks, as in a ResNet).
+- ``tokens``: the full h_k as tokens (:meth:`~bwssl.models.BlockwiseModel.tokens`),
+  only for a seeded subsample of clips (the CPS analysis needs every token,
+  and all tokens of all clips would not fit): K arrays (M_tok, N_k, D_k),
+  float16 when every value fits its range, else float32.
   CPS normalizes each token by itself (LayerNorm, L2), so fp16's relative
   rounding (5e-4) does not move it.
 
@@ -45,7 +47,7 @@ from bwssl.models.blockwise import BlockwiseModel
 
 logger = logging.getLogger(__name__)
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 """Bumped when what is stored (or how it is computed) changes: old cache entries are ignored."""
 
 VideoTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -58,18 +60,19 @@ _FP16_MAX = 6.0e4
 class Features:
     """Block outputs of one encoder on one dataset."""
 
-    pooled: np.ndarray
-    """(K, M, D) float32: z_k, block k's pooled output, per kept clip."""
+    pooled: list[np.ndarray]
+    """K arrays (M, D_k) float32: z_k, block k's pooled output, per kept clip."""
     index: np.ndarray
     """(M,) int64: the dataset item of each row (unreadable clips are left out)."""
     token_index: np.ndarray
     """(M_tok,) int64: the dataset items whose full tokens are in ``tokens``."""
-    tokens: np.ndarray
-    """(K, M_tok, N, D): full block outputs of the ``token_index`` clips (float16 or float32)."""
+    tokens: list[np.ndarray]
+    """K arrays (M_tok, N_k, D_k): block outputs of the ``token_index`` clips as tokens
+    (float16 or float32)."""
 
     @property
     def num_blocks(self) -> int:
-        return int(self.pooled.shape[0])
+        return len(self.pooled)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -184,7 +187,7 @@ def extract_features(
         else np.asarray(items, dtype=np.int64)
     )
     want = {int(i) for i in token_items}
-    pooled: list[torch.Tensor] = []
+    pooled: list[list[torch.Tensor]] = []
     kept: list[torch.Tensor] = []
     tok: dict[int, torch.Tensor] = {}
     bar = tqdm(
@@ -206,25 +209,27 @@ def extract_features(
             if transform is not None:
                 video = transform(video)
             outs = model.block_outputs(video)  # K block outputs
-            pooled.append(torch.stack([model.pool(k, h).float()
-                                       for k, h in enumerate(outs)]).cpu())  # (K, B, D)
+            pooled.append([model.pool(k, h).float().cpu() for k, h in enumerate(outs)])
             kept.append(idx)
             rows = [j for j, i in enumerate(idx.tolist()) if i in want]
             if rows:
                 toks = [model.tokens(k, h[rows]).float() for k, h in enumerate(outs)]
                 for r, j in enumerate(rows):
-                    tok[int(idx[j])] = torch.stack([x[r] for x in toks]).cpu()  # (K, N, D)
+                    tok[int(idx[j])] = [x[r].cpu() for x in toks]  # K x (N_k, D_k)
     if not kept:
         raise ValueError(f"{desc}: no clip of the dataset could be read")
-    z = torch.cat(pooled, dim=1).numpy()
+    num_blocks = len(pooled[0])
+    z = [torch.cat([b[k] for b in pooled]).numpy() for k in range(num_blocks)]
     token_index = np.array(sorted(tok), dtype=np.int64)
-    if len(token_index):
-        tokens = torch.stack([tok[int(i)] for i in token_index], dim=1).numpy()  # (K, M, N, D)
-        if np.isfinite(tokens).all() and np.abs(tokens).max() < _FP16_MAX:
-            tokens = tokens.astype(np.float16)
-    else:
-        k, d = z.shape[0], z.shape[2]
-        tokens = np.zeros((k, 0, 0, d), dtype=np.float32)
+    tokens = []
+    for k in range(num_blocks):
+        if len(token_index):
+            t = torch.stack([tok[int(i)][k] for i in token_index]).numpy()  # (M_tok, N_k, D_k)
+            if np.isfinite(t).all() and np.abs(t).max() < _FP16_MAX:
+                t = t.astype(np.float16)
+        else:
+            t = np.zeros((0, 0, z[k].shape[1]), dtype=np.float32)
+        tokens.append(t)
     return Features(z, torch.cat(kept).numpy().astype(np.int64), token_index, tokens)
 
 
@@ -244,7 +249,9 @@ class FeatureCache:
             return None
         try:
             with np.load(p, allow_pickle=False) as f:
-                return Features(f["pooled"], f["index"], f["token_index"], f["tokens"])
+                k = int(f["num_blocks"])
+                return Features([f[f"pooled_{i}"] for i in range(k)], f["index"],
+                                f["token_index"], [f[f"tokens_{i}"] for i in range(k)])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             logger.warning("ignoring unreadable feature cache %s (%s)", p, e)
             return None
@@ -257,11 +264,12 @@ class FeatureCache:
             p,
             lambda f: np.savez(
                 f,
-                pooled=feats.pooled,
+                num_blocks=np.array(feats.num_blocks),
                 index=feats.index,
                 token_index=feats.token_index,
-                tokens=feats.tokens,
                 about=note,
+                **{f"pooled_{k}": z for k, z in enumerate(feats.pooled)},
+                **{f"tokens_{k}": t for k, t in enumerate(feats.tokens)},
             ),
         )
         return p

@@ -7,13 +7,43 @@ import itertools
 import torch
 from torch import nn
 
+from bwssl.base.collectives import gather_batch, world_size
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics are those of the global batch of all processes.
+
+    With one process it is ``nn.BatchNorm1d``. Under DDP the local rows are
+    gathered with an autograd-aware collective, so the normalization and its
+    gradients equal one process running the whole batch, as the official
+    joint-embedding code gets from SyncBatchNorm. ``nn.SyncBatchNorm`` itself
+    is not used because it refuses CPU tensors, and bwssl trains (and tests)
+    multi-process runs on CPU with gloo. Same parameters and buffers (and
+    state-dict keys) as ``nn.BatchNorm1d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        xs = gather_batch(x)  # (B_global, D)
+        mean, var = xs.mean(0), xs.var(0, unbiased=False)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                n = xs.shape[0]
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), m)
+                self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+        out = (x - mean) / torch.sqrt(var + self.eps)
+        return out * self.weight + self.bias if self.affine else out
+
 
 class Projector(nn.Module):
     """Pooled features (B, D) -> embedding (B, widths[-1]).
 
-    Every layer but the last is Linear without bias, BatchNorm1d, ReLU; the
-    last is a Linear without bias, as in the Barlow Twins and VICReg projectors
-    (``8192-8192-8192`` there).
+    Every layer but the last is Linear without bias, batch norm (over the
+    global batch), ReLU; the last is a Linear without bias, as in the Barlow
+    Twins and VICReg projectors (``8192-8192-8192`` there).
     """
 
     def __init__(self, in_dim: int, widths: list[int]) -> None:
@@ -23,7 +53,7 @@ class Projector(nn.Module):
         for i, (a, b) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(a, b, bias=False))
             if i < len(widths) - 1:
-                layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+                layers += [GlobalBatchNorm1d(b), nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

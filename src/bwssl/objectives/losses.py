@@ -32,45 +32,16 @@ an autocast region.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+
+from bwssl.base.collectives import gather_batch
 
 __all__ = ["barlow_twins_loss", "gather_batch", "nt_xent_loss", "vicreg_loss"]
 
 _BN_EPS = 1e-5  # nn.BatchNorm1d's default eps, used by the Barlow Twins normalization
 _VICREG_EPS = 1e-4  # added to the variance before the square root in VICReg
-
-
-def _world_size() -> int:
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size()
-
-
-def gather_batch(z: Tensor) -> Tensor:
-    """Concatenate the local rows ``z`` (b, ...) of every process into (world_size * b, ...).
-
-    Uses the autograd-aware ``torch.distributed.nn.functional.all_gather``: the backward pass
-    sends each process the sum, over processes, of the gradients with respect to its rows. All
-    processes must pass tensors of the same shape. Without an initialized process group, or with
-    one process, ``z`` itself is returned and no collective is issued.
-    """
-    if _world_size() == 1:
-        return z
-    from torch.distributed.nn.functional import all_gather
-
-    with warnings.catch_warnings():
-        # Recent torch marks this wrapper deprecated in favour of a private functional API;
-        # it remains the public autograd-aware gather.
-        warnings.filterwarnings(
-            "ignore", message=r".*all_gather is deprecated", category=FutureWarning
-        )
-        parts = all_gather(z)
-    return torch.cat(parts, dim=0)
 
 
 def _prepare(name: str, z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:

@@ -38,6 +38,7 @@ from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
 from bwssl.errors import TrainingDiverged, UserError
 from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
 from bwssl.objectives.base import StepKey
+from bwssl.objectives.registry import build_objective
 from bwssl.regimes import Stage, stages
 from bwssl.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bwssl.train.sampling import EpochBatchSampler
@@ -102,6 +103,14 @@ class Trainer:
                 raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by "
                                 f"world size x train.accum_steps = "
                                 f"{self.world * cfg.train.accum_steps}")
+            per_process = cfg.train.batch_size // (self.world * cfg.train.accum_steps)
+            need = build_objective(cfg).min_batch
+            if per_process < need:
+                raise UserError(f"objective {cfg.objective.name} needs micro-batches of at least "
+                                f"{need} clips per process; train.batch_size="
+                                f"{cfg.train.batch_size} over {self.world} processes and "
+                                f"{cfg.train.accum_steps} accumulation steps gives "
+                                f"{per_process}: raise train.batch_size")
             local = int(os.environ.get("LOCAL_RANK", "0"))
             self.device = (torch.device("cuda", local) if torch.cuda.is_available()
                            and cfg.train.device != "cpu" else torch.device("cpu"))
@@ -351,7 +360,13 @@ class Trainer:
         finite = torch.isfinite(values).all().float()
         if self.world > 1:  # every process stops together, never one alone
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        values = values.cpu()
+        local = values.cpu()
+        if self.world > 1 and finite.item() == 1:
+            # The logged loss is the global batch's: the mean of the processes' (equal-sized)
+            # local means.
+            dist.all_reduce(values)
+            values = values / self.world
+        values = values.cpu() if finite.item() == 1 else local
         if finite.item() < 1:
             if torch.isfinite(values).all():
                 raise TrainingDiverged(f"a loss became NaN or inf in another process at global "
