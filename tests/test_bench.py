@@ -8,14 +8,19 @@ import torch
 
 from bwssl.bench import PeakMemory
 from bwssl.cli import main
+from bwssl.objectives import OBJECTIVES
 
 HAS_HF = importlib.util.find_spec("transformers") is not None
 
 
+def bench(options: str, *more: str) -> int:
+    """``bwssl bench`` with ``options`` (space-separated) and ``more`` arguments."""
+    return main(["bench", *options.split(), *more])
+
+
 def test_bench_json_has_every_regime_and_the_ratios(tmp_path):
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--json", str(out), "--device", "cpu", "--sizes", "tiny-debug",
-               "--steps", "2", "--warmup", "0", "--batch", "2"])
+    rc = bench("--device cpu --sizes tiny-debug --steps 2 --warmup 0 --batch 2", "--json", str(out))
     assert rc == 0
     result = json.loads(out.read_text())
     runs = {r["run"]: r for r in result["runs"]}
@@ -30,6 +35,7 @@ def test_bench_json_has_every_regime_and_the_ratios(tmp_path):
         # the peak includes the live parameters, and more (grads, optimizer state, activations)
         assert r["peak_bytes"] > 4 * r["params_total"]
         assert math.isfinite(r["vs_e2e"]["step_time"])
+        assert r["objective"] == "masked_pixels"
     assert runs["e2e"]["vs_e2e"]["peak_memory"] == 1.0
     # simultaneous trains a decoder per block: more parameters than e2e
     assert runs["simultaneous"]["params_total"] > runs["e2e"]["params_total"]
@@ -38,12 +44,59 @@ def test_bench_json_has_every_regime_and_the_ratios(tmp_path):
     if HAS_HF:
         names.add("e2e_vs_hf_throughput")
     assert set(ratios) == names
+    assert result["objective_ratios"] == {"tiny-debug": {}}
     for check in ratios.values():
         assert check["value"] > 0 and isinstance(check["met"], bool)
     sim, e2e = runs["simultaneous"], runs["e2e"]
-    assert ratios["simultaneous_vs_e2e_peak_memory"]["value"] == sim["peak_bytes"] / e2e["peak_bytes"]
+    assert (
+        ratios["simultaneous_vs_e2e_peak_memory"]["value"] == sim["peak_bytes"] / e2e["peak_bytes"]
+    )
     assert result["machine"]["torch"] == torch.__version__
     assert result["sizes"]["tiny-debug"]["tokens"] == 2 * 4 * 4
+
+
+def test_bench_runs_every_objective_in_every_regime_side_by_side(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    objectives = list(OBJECTIVES)
+    options = "--device cpu --sizes tiny-debug --steps 1 --warmup 0 --batch 2 --no-hf"
+    rc = bench(
+        options, "--sequential-stages", "last", "--json", str(out), "--objectives", *objectives
+    )
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["objectives"] == objectives
+    regimes = ["e2e", "simultaneous", "sequential [stage 2/2]"]
+    runs = {(r["objective"], r["run"]): r for r in result["runs"]}
+    assert set(runs) == {(o, g) for o in objectives for g in regimes}
+    # side by side: regime by regime, every objective in turn
+    assert [(r["run"], r["objective"]) for r in result["runs"]] == [
+        (g, o) for g in regimes for o in objectives
+    ]
+    ratios = result["objective_ratios"]["tiny-debug"]
+    assert set(ratios) == set(objectives) - {"masked_pixels"}
+    for o, by_run in ratios.items():
+        assert set(by_run) == set(regimes)
+        for g, r in by_run.items():
+            row, ref = runs[(o, g)], runs[("masked_pixels", g)]
+            assert r == row["vs_masked_pixels"]
+            assert r["peak_memory"] == row["peak_bytes"] / ref["peak_bytes"]
+            assert r["step_time"] == row["step_ms_median"] / ref["step_ms_median"]
+        # vs_e2e compares runs of the same objective
+        assert runs[(o, "e2e")]["vs_e2e"]["step_time"] == 1.0
+        assert runs[(o, "e2e")]["throughput_vs_hf"] is None
+    for g in regimes:
+        assert runs[("masked_pixels", g)]["vs_masked_pixels"]["peak_memory"] == 1.0
+    # joint embedding heads are projectors, masked pixels' are decoders: different models
+    assert runs[("vicreg", "e2e")]["params_total"] != runs[("masked_pixels", "e2e")]["params_total"]
+    table = capsys.readouterr().out
+    assert "x mp time" in table and all(o in table for o in objectives)
+
+
+def test_bench_rejects_objective_overrides_and_unknown_objectives(capsys):
+    assert bench("--device cpu --sizes tiny-debug --set objective.name=vicreg") == 2
+    assert "--objectives" in capsys.readouterr().err
+    assert bench("--device cpu --sizes tiny-debug --objectives no_such_objective") == 2
+    assert "no_such_objective" in capsys.readouterr().err
 
 
 def test_cpu_peak_memory_sees_a_known_allocation():
@@ -64,5 +117,5 @@ def test_cpu_peak_memory_sees_a_known_allocation():
 
 
 def test_bench_rejects_unknown_size(capsys):
-    assert main(["bench", "--device", "cpu", "--sizes", "no-such-size"]) == 2
+    assert bench("--device cpu --sizes no-such-size") == 2
     assert "no-such-size" in capsys.readouterr().err
