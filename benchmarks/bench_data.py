@@ -51,7 +51,8 @@ def write_tree(root: Path, classes: int, per_class: int, frames: int) -> None:
                 for t in range(frames):
                     phase = 0.15 * t * (c + 1)
                     img = 127 + 100 * np.sin(0.05 * xx + phase)[..., None] * np.cos(
-                        0.04 * yy[..., None] - 0.5 * phase + np.arange(3))  # (240, 320, 3)
+                        0.04 * yy[..., None] - 0.5 * phase + np.arange(3)
+                    )  # (240, 320, 3)
                     frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
                     for packet in stream.encode(frame):
                         out.mux(packet)
@@ -102,20 +103,25 @@ def main() -> None:
         t = time.perf_counter()
         extract_frame_tree(root, frames, workers=max(args.workers), progress=False)
         print(f"extracted frames in {time.perf_counter() - t:.1f} s")
-        fmt = dict(num_frames=args.num_frames, frame_stride=args.frame_stride,
-                   crop_size=args.crop_size)
+        fmt = dict(
+            num_frames=args.num_frames, frame_stride=args.frame_stride, crop_size=args.crop_size
+        )
         cache = str(work / "cache")
         n_syn = max(64, args.clips)
         configs = {
             "synthetic": DataConfig(name="synthetic", synthetic_train=n_syn, **fmt),  # type: ignore[arg-type]
-            "synthetic-cached": DataConfig(name="synthetic", synthetic_train=n_syn,
-                                           cache_dir=cache, **fmt),  # type: ignore[arg-type]
+            "synthetic-cached": DataConfig(
+                name="synthetic", synthetic_train=n_syn, cache_dir=cache, **fmt
+            ),  # type: ignore[arg-type]
             "ucf101-video": DataConfig(name="ucf101", root=str(root), cache_dir=cache, **fmt),  # type: ignore[arg-type]
-            "ucf101-frames": DataConfig(name="ucf101", frames_root=str(frames), cache_dir=cache,
-                                        **fmt),  # type: ignore[arg-type]
+            "ucf101-frames": DataConfig(
+                name="ucf101", frames_root=str(frames), cache_dir=cache, **fmt
+            ),  # type: ignore[arg-type]
         }
-        print(f"\nclips of {args.num_frames}x{args.crop_size}x{args.crop_size} at stride "
-              f"{args.frame_stride}, batch {args.batch_size}, {args.clips} clips timed")
+        print(
+            f"\nclips of {args.num_frames}x{args.crop_size}x{args.crop_size} at stride "
+            f"{args.frame_stride}, batch {args.batch_size}, {args.clips} clips timed"
+        )
         print(f"{'backend':17s} {'workers':>7s} {'clips/s':>9s} {'ms/clip/worker':>15s}")
         for name, cfg in configs.items():
             for w in args.workers:

@@ -22,8 +22,14 @@ import torch
 from bwssl.analysis.probes import linear_probe_accuracy
 
 
-def data(seed: int = 0, n_train: int = 9537, n_test: int = 1100, dim: int = 384,
-         classes: int = 101, signal: float = 0.15) -> tuple[np.ndarray, ...]:
+def data(
+    seed: int = 0,
+    n_train: int = 9537,
+    n_test: int = 1100,
+    dim: int = 384,
+    classes: int = 101,
+    signal: float = 0.15,
+) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)) * signal
     ytr, yte = rng.integers(0, classes, n_train), rng.integers(0, classes, n_test)
@@ -38,8 +44,10 @@ def main() -> None:
     args = ap.parse_args()
     xtr, ytr, xte, yte = data()
     results = {}
-    for name, solver, device in (("sklearn (cpu)", "sklearn", "cpu"),
-                                 (f"torch ({args.device})", "torch", args.device)):
+    for name, solver, device in (
+        ("sklearn (cpu)", "sklearn", "cpu"),
+        (f"torch ({args.device})", "torch", args.device),
+    ):
         t0 = time.perf_counter()
         acc = linear_probe_accuracy(xtr, ytr, xte, yte, solver=solver, device=device)
         if device.startswith("cuda"):

@@ -23,13 +23,14 @@ class TinyConv3d(Backbone):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         c = cfg.data.channels
-        self.blocks = nn.ModuleList([
-            nn.Sequential(nn.Conv3d(c, 8, 3, stride=2, padding=1), nn.ReLU()),
-            nn.Sequential(nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.ReLU()),
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv3d(c, 8, 3, stride=2, padding=1), nn.ReLU()),
+                nn.Sequential(nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.ReLU()),
+            ]
+        )
 
-    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None
-                      ) -> torch.Tensor:
+    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
         return self.blocks[k](x)
 
     def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
@@ -50,12 +51,14 @@ class PredictBrightness(Objective):
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         return nn.Linear(backbone.feature_dim(k), 1)
 
-    def prepare(self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *,
-                train: bool = True) -> StepData:
+    def prepare(
+        self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
+    ) -> StepData:
         return StepData([video], [None])
 
-    def loss(self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData,
-             backbone: Backbone) -> torch.Tensor:
+    def loss(
+        self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
+    ) -> torch.Tensor:
         (h,) = outs
         target = step.views[0].mean(dim=(1, 2, 3, 4)).unsqueeze(1)
         return (head(backbone.pool(k, h)) - target).pow(2).mean()
@@ -64,9 +67,15 @@ class PredictBrightness(Objective):
 def test_a_new_backbone_and_objective_train_resume_and_analyse(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setitem(BACKBONES, "tiny_conv3d", TinyConv3d)
     monkeypatch.setitem(OBJECTIVES, "brightness", PredictBrightness)
-    cfg = make_cfg("model.arch=tiny_conv3d", "objective.name=brightness",
-                   "regime=simultaneous", "model.num_blocks=2", "train.max_steps=3",
-                   "data.synthetic_classes=2", "data.synthetic_test=16")
+    cfg = make_cfg(
+        "model.arch=tiny_conv3d",
+        "objective.name=brightness",
+        "regime=simultaneous",
+        "model.num_blocks=2",
+        "train.max_steps=3",
+        "data.synthetic_classes=2",
+        "data.synthetic_test=16",
+    )
     model = build_model(cfg)
     assert {k.split(".")[0] for k in model.state_dict()} == {"blocks", "probes"}
 
@@ -74,8 +83,12 @@ def test_a_new_backbone_and_objective_train_resume_and_analyse(make_cfg, tmp_pat
     train(cfg, run)
     loaded = load_model(run)
     assert isinstance(loaded.backbone, TinyConv3d)
-    options = AnalysisOptions(metrics=["probe_acc", "map", "cka_next", "cps", "local_loss", "mse"],
-                              probe_repeats=1, progress=False, figures=False)
+    options = AnalysisOptions(
+        metrics=["probe_acc", "map", "cka_next", "cps", "local_loss", "mse"],
+        probe_repeats=1,
+        progress=False,
+        figures=False,
+    )
     rows = analyze([run], tmp_path / "analysis", options)
     from bwssl.analysis.results import read_results
 

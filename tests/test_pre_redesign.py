@@ -34,12 +34,22 @@ def test_an_old_run_loads_and_is_analysed(tmp_path):
     assert model.head_key == "decoders" and model.head_blocks == (0, 1)
     state = torch.load(run / "checkpoints" / "final.pt", weights_only=False)["model"]
     assert all(torch.equal(model.state_dict()[n], state[n]) for n in state)
-    options = AnalysisOptions(metrics=["probe_acc", "mse", "local_loss", "cka_next"],
-                              probe_repeats=1, progress=False, figures=False)
+    options = AnalysisOptions(
+        metrics=["probe_acc", "mse", "local_loss", "cka_next"],
+        probe_repeats=1,
+        progress=False,
+        figures=False,
+    )
     table = read_results(analyze([run], tmp_path / "analysis", options))
     got = {(r.metric, r.block) for r in table}
-    assert {("probe_acc", 1), ("probe_acc", 2), ("mse", 1), ("mse", 2), ("local_loss", 2),
-            ("cka_next", 1)} <= got
+    assert {
+        ("probe_acc", 1),
+        ("probe_acc", 2),
+        ("mse", 1),
+        ("mse", 2),
+        ("local_loss", 2),
+        ("cka_next", 1),
+    } <= got
     mse = {r.block: r.value for r in table if r.metric == "mse"}
     local = {r.block: r.value for r in table if r.metric == "local_loss"}
     assert mse == local  # for masked pixels the local loss is the reconstruction MSE

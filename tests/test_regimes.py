@@ -12,30 +12,36 @@ from bwssl.regimes import REGIMES, RegimeSpec, Stage, head_blocks, stages
 from bwssl.train.trainer import Trainer, train
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"frozen": 1, "units": ((0,),), "loss_blocks": (0,)}, "follow the frozen prefix"),
-    ({"frozen": 0, "units": ((0,), (2,)), "loss_blocks": (0,)}, "contiguously"),
-    ({"frozen": 0, "units": ((1, 0),), "loss_blocks": (0,)}, "contiguously"),
-    ({"frozen": 0, "units": ((0,),), "loss_blocks": (1,)}, "must be trained blocks"),
-    ({"frozen": 0, "units": ((0,),), "loss_blocks": ()}, "must be trained blocks"),
-    ({"frozen": 0, "units": (), "loss_blocks": (0,)}, "at least one unit"),
-    ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "steps": 0}, "steps"),
-    ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "target": "latent"}, "target"),
-    ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "carry_optimizer": True}, "first"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"frozen": 1, "units": ((0,),), "loss_blocks": (0,)}, "follow the frozen prefix"),
+        ({"frozen": 0, "units": ((0,), (2,)), "loss_blocks": (0,)}, "contiguously"),
+        ({"frozen": 0, "units": ((1, 0),), "loss_blocks": (0,)}, "contiguously"),
+        ({"frozen": 0, "units": ((0,),), "loss_blocks": (1,)}, "must be trained blocks"),
+        ({"frozen": 0, "units": ((0,),), "loss_blocks": ()}, "must be trained blocks"),
+        ({"frozen": 0, "units": (), "loss_blocks": (0,)}, "at least one unit"),
+        ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "steps": 0}, "steps"),
+        ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "target": "latent"}, "target"),
+        ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "carry_optimizer": True}, "first"),
+    ],
+)
 def test_a_stage_refuses_what_the_trainer_cannot_run(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Stage(0, **kwargs)
 
 
 def test_builtin_regimes_are_the_table():
-    e2e, = stages("e2e", 3)
+    (e2e,) = stages("e2e", 3)
     assert (e2e.frozen, e2e.units, e2e.loss_blocks, e2e.isolated) == (0, ((0, 1, 2),), (2,), False)
-    sim, = stages("simultaneous", 3)
+    (sim,) = stages("simultaneous", 3)
     assert (sim.units, sim.loss_blocks, sim.isolated) == (((0,), (1,), (2,)), (0, 1, 2), True)
     seq = stages("sequential", 3)
     assert [(s.frozen, s.units, s.run_blocks) for s in seq] == [
-        (0, ((0,),), 1), (1, ((1,),), 2), (2, ((2,),), 3)]
+        (0, ((0,),), 1),
+        (1, ((1,),), 2),
+        (2, ((2,),), 3),
+    ]
     assert stages("untrained", 3) == [] and head_blocks("untrained", 3) == (2,)
     with pytest.raises(ValueError, match="unknown regime"):
         stages("nope", 2)
@@ -49,9 +55,13 @@ def test_config_names_the_registered_regimes(make_cfg):
 def _two_stage(carry: bool):
     """Block 1 for 3 steps, then blocks 1 and 2 end to end for 2 steps (optimizer state of block
     1 carried over or not); block 2's loss only in stage 2."""
+
     def build(k: int) -> list[Stage]:
-        return [Stage(0, 0, ((0,),), (0,), steps=3),
-                Stage(1, 0, ((0, 1),), (1,), steps=2, carry_optimizer=carry)]
+        return [
+            Stage(0, 0, ((0,),), (0,), steps=3),
+            Stage(1, 0, ((0, 1),), (1,), steps=2, carry_optimizer=carry),
+        ]
+
     return RegimeSpec(build, heads_like=None)
 
 
@@ -62,8 +72,9 @@ def _final(run):
 @pytest.mark.parametrize("carry", [False, True])
 def test_stage_length_in_steps_and_optimizer_carry_over(carry, make_cfg, tmp_path, monkeypatch):
     monkeypatch.setitem(REGIMES, "two_stage", _two_stage(carry))
-    cfg = make_cfg("regime=two_stage", "model.num_blocks=2", "train.epochs=50",
-                   "train.checkpoint_every=1")
+    cfg = make_cfg(
+        "regime=two_stage", "model.num_blocks=2", "train.epochs=50", "train.checkpoint_every=1"
+    )
     steps_seen: list[tuple[int, int]] = []
     step = Trainer.step
 
@@ -81,8 +92,9 @@ def test_stage_length_in_steps_and_optimizer_carry_over(carry, make_cfg, tmp_pat
     assert steps_seen == [(0, 1), (0, 2), (0, 3), (1, 4 if carry else 1), (1, 5 if carry else 2)]
 
 
-def test_a_run_stopped_at_the_stage_boundary_resumes_the_carried_state(make_cfg, tmp_path,
-                                                                        monkeypatch):
+def test_a_run_stopped_at_the_stage_boundary_resumes_the_carried_state(
+    make_cfg, tmp_path, monkeypatch
+):
     monkeypatch.setitem(REGIMES, "two_stage", _two_stage(True))
     cfg = make_cfg("regime=two_stage", "model.num_blocks=2", "train.checkpoint_every=1")
     train(cfg, tmp_path / "clean")

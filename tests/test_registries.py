@@ -25,9 +25,15 @@ MATRIX = list(itertools.product(BACKBONES, OBJECTIVES, REGIMES))
 
 
 def _cfg(make_cfg, arch: str, objective: str, regime: str, *extra: str):
-    return make_cfg(f"model.arch={arch}", f"objective.name={objective}", f"regime={regime}",
-                    "model.num_blocks=2", "train.max_steps=2", "train.checkpoint_every=1",
-                    *extra)
+    return make_cfg(
+        f"model.arch={arch}",
+        f"objective.name={objective}",
+        f"regime={regime}",
+        "model.num_blocks=2",
+        "train.max_steps=2",
+        "train.checkpoint_every=1",
+        *extra,
+    )
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -39,8 +45,9 @@ class Interrupted(Exception):
 
 
 @pytest.mark.parametrize("arch,objective,regime", MATRIX)
-def test_two_steps_checkpoint_and_resume_to_the_same_weights(arch, objective, regime, make_cfg,
-                                                             tmp_path, monkeypatch):
+def test_two_steps_checkpoint_and_resume_to_the_same_weights(
+    arch, objective, regime, make_cfg, tmp_path, monkeypatch
+):
     cfg = _cfg(make_cfg, arch, objective, regime)
     train(cfg, tmp_path / "clean")
     clean = _weights(tmp_path / "clean")
@@ -83,15 +90,26 @@ def test_no_gradient_crosses_a_unit_boundary(arch, objective, regime, make_cfg):
     torch.manual_seed(0)
     model = build_model(cfg)
     d = cfg.data
-    video = normalize(torch.rand(4, d.channels, d.num_frames, d.crop_size, d.crop_size,
-                                 generator=torch.Generator().manual_seed(1)), channel_dim=1)
+    video = normalize(
+        torch.rand(
+            4,
+            d.channels,
+            d.num_frames,
+            d.crop_size,
+            d.crop_size,
+            generator=torch.Generator().manual_seed(1),
+        ),
+        channel_dim=1,
+    )
     step = model.objective.prepare(video, StepKey(0, 0, 0, 4), torch.arange(4))
     for stage in stages(regime, model.num_blocks):
         xs = step.views
         with torch.no_grad():
             for k in range(stage.frozen):
-                xs = [model.forward_block(k, x, inp if k == 0 else None)
-                      for x, inp in zip(xs, step.block_inputs, strict=True)]
+                xs = [
+                    model.forward_block(k, x, inp if k == 0 else None)
+                    for x, inp in zip(xs, step.block_inputs, strict=True)
+                ]
         for unit in stage.units:
             model.zero_grad(set_to_none=True)
             xs, losses = UnitForward(model, unit, stage.loss_blocks)(xs, step)
@@ -101,8 +119,11 @@ def test_no_gradient_crosses_a_unit_boundary(arch, objective, regime, make_cfg):
             for name, p in model.named_parameters():
                 if id(p) not in mine:
                     assert p.grad is None, (stage.index, unit, name)
-            assert any(p.grad is not None and p.grad.abs().sum() > 0
-                       for k in unit for p in model.blocks[k].parameters())
+            assert any(
+                p.grad is not None and p.grad.abs().sum() > 0
+                for k in unit
+                for p in model.blocks[k].parameters()
+            )
             xs = [x.detach() for x in xs]
         if stage.isolated:
             assert all(len(u) == 1 for u in stage.units)

@@ -26,8 +26,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one run (any regime)",
-                       description="Train one run. Rerunning on an existing RUN_DIR resumes it.")
+    p = sub.add_parser(
+        "train",
+        help="train one run (any regime)",
+        description="Train one run. Rerunning on an existing RUN_DIR resumes it.",
+    )
     p.add_argument("config", help="preset name (e.g. tiny-debug, deit-tiny) or a YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. regime=e2e train.epochs=5")
     p.add_argument("--out", required=True, help="run directory")
@@ -37,7 +40,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bwssl",
-        description="Blockwise self-supervised learning for video ViTs, with depth-resolved analyses.")
+        description="Blockwise self-supervised learning for video ViTs, with depth-resolved analyses.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     from bwssl.analysis.commands import add_analyze_parser
@@ -46,8 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     from bwssl.experiment import add_run_parser
     from bwssl.interop.commands import add_export_parser
 
-    for add in (add_data_parser, add_analyze_parser, add_run_parser, add_export_parser,
-                add_bench_parser):
+    for add in (
+        add_data_parser,
+        add_analyze_parser,
+        add_run_parser,
+        add_export_parser,
+        add_bench_parser,
+    ):
         add(sub)
     return parser
 
@@ -58,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     # leaves those as extras, which count as overrides for commands that take them.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e
-                                                  for e in extra):
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:

@@ -79,30 +79,50 @@ class ModelConfig:
         from bwssl.models.registry import BACKBONES  # the registry imports this module
 
         _check_name("model.arch", self.arch, BACKBONES)
-        for name in ("tubelet_size", "patch_size", "embed_dim", "depth", "num_heads",
-                     "num_blocks", "decoder_depth", "decoder_dim", "decoder_heads"):
+        for name in (
+            "tubelet_size",
+            "patch_size",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "num_blocks",
+            "decoder_depth",
+            "decoder_dim",
+            "decoder_heads",
+        ):
             if getattr(self, name) < 1:
                 _fail(f"model.{name}", f"must be a positive integer, got {getattr(self, name)}")
         if self.embed_dim % self.num_heads:
-            _fail("model.num_heads", f"must divide model.embed_dim={self.embed_dim}, "
-                  f"got {self.num_heads}")
+            _fail(
+                "model.num_heads",
+                f"must divide model.embed_dim={self.embed_dim}, got {self.num_heads}",
+            )
         if self.decoder_dim % self.decoder_heads:
-            _fail("model.decoder_heads", f"must divide model.decoder_dim={self.decoder_dim}, "
-                  f"got {self.decoder_heads}")
+            _fail(
+                "model.decoder_heads",
+                f"must divide model.decoder_dim={self.decoder_dim}, got {self.decoder_heads}",
+            )
         if self.mlp_ratio <= 0:
             _fail("model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
         if self.boundaries is not None:
             b = list(self.boundaries)
             if len(b) != self.num_blocks - 1:
-                _fail("model.boundaries", f"needs num_blocks-1={self.num_blocks - 1} cut points, "
-                      f"got {len(b)}")
+                _fail(
+                    "model.boundaries",
+                    f"needs num_blocks-1={self.num_blocks - 1} cut points, got {len(b)}",
+                )
             if b != sorted(set(b)) or (b and (b[0] <= 0 or b[-1] >= self.depth)):
-                _fail("model.boundaries", f"must be strictly increasing layer indices in "
-                      f"1..{self.depth - 1}, got {b}")
+                _fail(
+                    "model.boundaries",
+                    f"must be strictly increasing layer indices in 1..{self.depth - 1}, got {b}",
+                )
         elif self.depth % self.num_blocks:
             divisors = [k for k in range(1, self.depth + 1) if self.depth % k == 0]
-            _fail("model.num_blocks", f"must divide model.depth={self.depth} "
-                  f"(allowed: {divisors}), got {self.num_blocks}; or give model.boundaries")
+            _fail(
+                "model.num_blocks",
+                f"must divide model.depth={self.depth} "
+                f"(allowed: {divisors}), got {self.num_blocks}; or give model.boundaries",
+            )
 
     def block_ranges(self) -> list[tuple[int, int]]:
         """Layer index ranges [start, stop) of each block."""
@@ -202,8 +222,10 @@ class ObjectiveConfig:
 
         _check_name("objective.name", self.name, OBJECTIVES)
         if not self.projector or any(w < 1 for w in self.projector):
-            _fail("objective.projector", f"must be a non-empty list of positive widths, got "
-                  f"{self.projector}")
+            _fail(
+                "objective.projector",
+                f"must be a non-empty list of positive widths, got {self.projector}",
+            )
         for name in ("barlow_lambda", "barlow_scale", "vicreg_sim", "vicreg_std", "vicreg_cov"):
             if getattr(self, name) < 0:
                 _fail(f"objective.{name}", f"must be >= 0, got {getattr(self, name)}")
@@ -261,8 +283,10 @@ class TrainConfig:
         if self.num_workers < 0:
             _fail("train.num_workers", f"must be >= 0, got {self.num_workers}")
         if self.batch_size % self.accum_steps:
-            _fail("train.accum_steps", f"must divide train.batch_size={self.batch_size}, "
-                  f"got {self.accum_steps}")
+            _fail(
+                "train.accum_steps",
+                f"must divide train.batch_size={self.batch_size}, got {self.accum_steps}",
+            )
         if self.lr <= 0:
             _fail("train.lr", f"must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -330,23 +354,33 @@ class DataConfig:
             self.name = "ucf101" if (self.root or self.frames_root) else "synthetic"
         if self.split not in (1, 2, 3):
             _fail("data.split", f"allowed: 1, 2, 3; got {self.split}")
-        for name in ("num_frames", "frame_stride", "crop_size", "channels",
-                     "synthetic_train", "synthetic_test"):
+        for name in (
+            "num_frames",
+            "frame_stride",
+            "crop_size",
+            "channels",
+            "synthetic_train",
+            "synthetic_test",
+        ):
             if getattr(self, name) < 1:
                 _fail(f"data.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.channels not in (1, 3):
             _fail("data.channels", f"allowed: 1 (luma) or 3 (RGB); got {self.channels}")
         if self.resize_to is not None and self.resize_to < self.crop_size:
-            _fail("data.resize_to", f"must be >= data.crop_size={self.crop_size} (or null), "
-                  f"got {self.resize_to}")
+            _fail(
+                "data.resize_to",
+                f"must be >= data.crop_size={self.crop_size} (or null), got {self.resize_to}",
+            )
         # 16 = len(bwssl.data.synthetic.MOTION_CLASSES), checked by tests/data.
         if not 2 <= self.synthetic_classes <= 16:
             _fail("data.synthetic_classes", f"must lie in 2..16, got {self.synthetic_classes}")
         if not 0.0 < self.eval_fraction <= 1.0:
             _fail("data.eval_fraction", f"must lie in (0, 1], got {self.eval_fraction}")
         if not 0.0 <= self.max_unreadable_fraction <= 1.0:
-            _fail("data.max_unreadable_fraction",
-                  f"must lie in [0, 1], got {self.max_unreadable_fraction}")
+            _fail(
+                "data.max_unreadable_fraction",
+                f"must lie in [0, 1], got {self.max_unreadable_fraction}",
+            )
 
 
 @dataclass
@@ -373,23 +407,31 @@ class Config:
         _check_name("regime", self.regime, REGIMES)
         need = build_objective(self).min_batch
         if self.train.batch_size // self.train.accum_steps < need:
-            _fail("train.batch_size", f"objective {self.objective.name} needs micro-batches of "
-                  f"at least {need} clips (batch statistics), but train.batch_size="
-                  f"{self.train.batch_size} / train.accum_steps={self.train.accum_steps} gives "
-                  f"{self.train.batch_size // self.train.accum_steps}")
+            _fail(
+                "train.batch_size",
+                f"objective {self.objective.name} needs micro-batches of "
+                f"at least {need} clips (batch statistics), but train.batch_size="
+                f"{self.train.batch_size} / train.accum_steps={self.train.accum_steps} gives "
+                f"{self.train.batch_size // self.train.accum_steps}",
+            )
         m, d = self.model, self.data
         if d.crop_size % m.patch_size:
-            _fail("model.patch_size", f"must divide data.crop_size={d.crop_size}, "
-                  f"got {m.patch_size}")
+            _fail(
+                "model.patch_size", f"must divide data.crop_size={d.crop_size}, got {m.patch_size}"
+            )
         if d.num_frames % m.tubelet_size:
-            _fail("model.tubelet_size", f"must divide data.num_frames={d.num_frames}, "
-                  f"got {m.tubelet_size}")
+            _fail(
+                "model.tubelet_size",
+                f"must divide data.num_frames={d.num_frames}, got {m.tubelet_size}",
+            )
         n_tokens = self.num_tokens
         if round(n_tokens * (1 - self.mask.ratio)) < 1:
             _fail("mask.ratio", f"leaves no visible token out of {n_tokens}; lower it")
         if self.data.name == "ucf101" and self.data.root is None and self.data.frames_root is None:
-            _fail("data.root", "data.name=ucf101 needs data.root (the UCF101 video folder) "
-                  "or data.frames_root")
+            _fail(
+                "data.root",
+                "data.name=ucf101 needs data.root (the UCF101 video folder) or data.frames_root",
+            )
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
@@ -565,8 +607,10 @@ def load_raw(preset_or_path: str) -> dict[str, Any]:
         return _read_yaml(path.read_text(), str(path))
     res = resources.files("bwssl").joinpath("configs", f"{preset_or_path}.yaml")
     if not res.is_file():
-        raise ConfigError(f"unknown preset {preset_or_path!r}; presets: "
-                          f"{', '.join(preset_names())}; or give a path to a YAML file")
+        raise ConfigError(
+            f"unknown preset {preset_or_path!r}; presets: "
+            f"{', '.join(preset_names())}; or give a path to a YAML file"
+        )
     return _read_yaml(res.read_text(), f"preset {preset_or_path}")
 
 

@@ -50,11 +50,14 @@ class Stage:
             raise ValueError(f"{where}: needs at least one unit, each with a block")
         flat = self.trained
         if flat != tuple(range(self.frozen, self.frozen + len(flat))):
-            raise ValueError(f"{where}: trained blocks {flat} must follow the frozen prefix "
-                             f"[0, {self.frozen}) contiguously, in order")
+            raise ValueError(
+                f"{where}: trained blocks {flat} must follow the frozen prefix "
+                f"[0, {self.frozen}) contiguously, in order"
+            )
         if not self.loss_blocks or not set(self.loss_blocks) <= set(flat):
-            raise ValueError(f"{where}: loss blocks {self.loss_blocks} must be trained blocks "
-                             f"{flat}")
+            raise ValueError(
+                f"{where}: loss blocks {self.loss_blocks} must be trained blocks {flat}"
+            )
         if tuple(sorted(set(self.loss_blocks))) != self.loss_blocks:
             raise ValueError(f"{where}: loss blocks must be sorted and distinct")
         if self.steps is not None and self.steps < 1:
@@ -133,8 +136,10 @@ def stages(regime: str, num_blocks: int) -> list[Stage]:
         if s.index != i:
             raise ValueError(f"regime {regime!r}: stage {i} says index {s.index}")
         if s.run_blocks > num_blocks:
-            raise ValueError(f"regime {regime!r}: stage {i} trains block {s.run_blocks - 1} of a "
-                             f"{num_blocks}-block model")
+            raise ValueError(
+                f"regime {regime!r}: stage {i} trains block {s.run_blocks - 1} of a "
+                f"{num_blocks}-block model"
+            )
     return out
 
 

@@ -55,4 +55,8 @@ def test_aggregate_means_repeats_then_seeds(tmp_path) -> None:
     (pooled,) = aggregate(two_targets, by=("regime", "model", "num_blocks", "block", "metric"))
     assert (pooled.mean, pooled.target, pooled.n) == (pytest.approx(0.4), "", 1)
     write_aggregate(tmp_path / "agg.csv", aggregate(rows))
-    assert (tmp_path / "agg.csv").read_text().startswith("regime,objective,model,num_blocks,block,metric")
+    assert (
+        (tmp_path / "agg.csv")
+        .read_text()
+        .startswith("regime,objective,model,num_blocks,block,metric")
+    )

@@ -262,7 +262,10 @@ def test_extract_features_skips_unreadable_and_caches(tmp_path):
             torch.from_numpy(f.tokens[b]).float(), outs[b], atol=1e-2, rtol=1e-3
         )  # stored as float16
     again = features.block_features(model, data, **kwargs)
-    assert all(np.array_equal(a, b) for a, b in zip(again.pooled, f.pooled, strict=True)) and len(list(tmp_path.glob("*.npz"))) == 1
+    assert (
+        all(np.array_equal(a, b) for a, b in zip(again.pooled, f.pooled, strict=True))
+        and len(list(tmp_path.glob("*.npz"))) == 1
+    )
     other = features.block_features(model, data, **{**kwargs, "token_items": [0]})
     assert other.token_index.tolist() == [0] and len(list(tmp_path.glob("*.npz"))) == 2
 

@@ -128,8 +128,15 @@ def ucf_cfg(ucf_tree: Tree, cache_dir: str):
 
     def make(**overrides: object) -> DataConfig:
         kwargs: dict[str, object] = dict(
-            name="ucf101", root=str(ucf_tree.root), num_frames=4, frame_stride=2, crop_size=32,
-            cache_dir=cache_dir, allow_missing=True, max_unreadable_fraction=0.5)
+            name="ucf101",
+            root=str(ucf_tree.root),
+            num_frames=4,
+            frame_stride=2,
+            crop_size=32,
+            cache_dir=cache_dir,
+            allow_missing=True,
+            max_unreadable_fraction=0.5,
+        )
         kwargs.update(overrides)
         return DataConfig(**kwargs)  # type: ignore[arg-type]
 

@@ -49,12 +49,15 @@ def test_temporal_frequencies_do_not_alias(level):
         GratingGrid(sf=(4,), tf=(0.6,), orientation=(0.0,), contrast=(1.0,))
 
 
-@pytest.mark.parametrize(("orientation", "axis", "shift"), [
-    (0.0, 1, 1),  # drifts right: columns increase
-    (90.0, 0, -1),  # drifts up: towards row 0
-    (180.0, 1, -1),  # left
-    (270.0, 0, 1),  # down
-])
+@pytest.mark.parametrize(
+    ("orientation", "axis", "shift"),
+    [
+        (0.0, 1, 1),  # drifts right: columns increase
+        (90.0, 0, -1),  # drifts up: towards row 0
+        (180.0, 1, -1),  # left
+        (270.0, 0, 1),  # down
+    ],
+)
 def test_orientation_is_the_drift_direction_counter_clockwise_from_right(orientation, axis, shift):
     # sf 4 on 32 pixels: an 8-pixel period; tf 1/8 cycle per frame: one pixel per frame.
     grid = GratingGrid(sf=(4,), tf=(0.125,), orientation=(orientation,), contrast=(1.0,))
@@ -86,8 +89,9 @@ def test_labels_are_fixed_by_the_grid_and_identical_in_every_worker():
     loader = torch.utils.data.DataLoader(sub, batch_size=50, num_workers=2)
     clips = torch.cat(list(loader))
     assert torch.equal(clips[[0, 123, 299]], torch.stack([sub[0], sub[123], sub[299]]))
-    assert np.array_equal(GratingDataset(1, 4, 32, max_items=300, seed=3).flat_index,
-                          sub.flat_index)
+    assert np.array_equal(
+        GratingDataset(1, 4, 32, max_items=300, seed=3).flat_index, sub.flat_index
+    )
 
 
 def test_subsample_is_balanced_per_factor():
@@ -106,18 +110,35 @@ def test_level2_relations_and_hemifields():
     sf_l, sf_r = lab["sf_left"].astype(float), lab["sf_right"].astype(float)
     assert np.array_equal(lab["sf_delta"].astype(float), sf_r - sf_l)
     assert np.array_equal(lab["sf_match"] == "match", sf_l == sf_r)
-    assert np.array_equal(lab["sf_higher_side"],
-                          np.where(sf_l > sf_r, "left", np.where(sf_r > sf_l, "right", "equal")))
+    assert np.array_equal(
+        lab["sf_higher_side"],
+        np.where(sf_l > sf_r, "left", np.where(sf_r > sf_l, "right", "equal")),
+    )
     th_l, d = lab["orientation_left"].astype(float), lab["orientation_delta"].astype(float)
     assert np.array_equal(lab["orientation_right"].astype(float), (th_l + d) % 360)
     assert np.array_equal(lab["orientation_match"] == "match", d == 0)
     for i in (0, 57, 199):
         p = ds.params(i)
-        left = render_grating(p["sf_left"], p["tf"], p["orientation_left"], p["contrast"],
-                              p["colour"], p["phase"], 4, 32)
-        right = render_grating(p["sf_right"], p["tf"],
-                               (p["orientation_left"] + p["orientation_delta"]) % 360,
-                               p["contrast"], p["colour"], p["phase_right"], 4, 32)
+        left = render_grating(
+            p["sf_left"],
+            p["tf"],
+            p["orientation_left"],
+            p["contrast"],
+            p["colour"],
+            p["phase"],
+            4,
+            32,
+        )
+        right = render_grating(
+            p["sf_right"],
+            p["tf"],
+            (p["orientation_left"] + p["orientation_delta"]) % 360,
+            p["contrast"],
+            p["colour"],
+            p["phase_right"],
+            4,
+            32,
+        )
         got = ds.render(i, i + 1)[0]
         assert np.array_equal(got[:, :, :16], np.rint(left[:, :, :16] * 255))
         assert np.array_equal(got[:, :, 16:], np.rint(right[:, :, 16:] * 255))
@@ -149,5 +170,12 @@ def test_grayscale_gratings_and_single_valued_targets():
     assert ds[0].shape == (1, 2, 32, 32)
     assert set(ds.targets) == {"sf", "orientation"}  # one-valued factors cannot be probed
     with pytest.raises(ValueError, match="colours"):
-        GratingDataset(1, 2, 32, channels=1, grid=GratingGrid(
-            sf=(4,), tf=(0.1,), orientation=(0.0,), contrast=(1.0,), colour=("red", "gray")))
+        GratingDataset(
+            1,
+            2,
+            32,
+            channels=1,
+            grid=GratingGrid(
+                sf=(4,), tf=(0.1,), orientation=(0.0,), contrast=(1.0,), colour=("red", "gray")
+            ),
+        )

@@ -70,8 +70,9 @@ def test_default_dataset_renders_well_under_a_minute():
     data = load_config("demo", []).data
     start = time.perf_counter()
     for split, n in (("train", data.synthetic_train), ("test", data.synthetic_test)):
-        ds = SyntheticMotion(ClipFormat(data.num_frames, 1, data.crop_size), n,
-                             data.synthetic_classes, split)
+        ds = SyntheticMotion(
+            ClipFormat(data.num_frames, 1, data.crop_size), n, data.synthetic_classes, split
+        )
         for i in range(n):
             ds.render(i, i + 1)
     assert time.perf_counter() - start < 30
@@ -87,16 +88,25 @@ def _centroid_path(motion: str) -> np.ndarray:
     out = []
     for f in frames:
         m = f > 0.42  # the object is brighter than any background
-        out.append([np.angle((m * np.exp(1j * ang)[None, :]).sum()),
-                    np.angle((m * np.exp(1j * ang)[:, None]).sum())])
+        out.append(
+            [
+                np.angle((m * np.exp(1j * ang)[None, :]).sum()),
+                np.angle((m * np.exp(1j * ang)[:, None]).sum()),
+            ]
+        )
     steps = np.diff(np.unwrap(np.array(out), axis=0), axis=0) * 64 / (2 * np.pi)
     return steps
 
 
-@pytest.mark.parametrize(("motion", "sign"), [
-    ("translate_right", (1, 0)), ("translate_left", (-1, 0)),
-    ("translate_up", (0, -1)), ("translate_down", (0, 1)),  # screen: up is towards row 0
-])
+@pytest.mark.parametrize(
+    ("motion", "sign"),
+    [
+        ("translate_right", (1, 0)),
+        ("translate_left", (-1, 0)),
+        ("translate_up", (0, -1)),
+        ("translate_down", (0, 1)),  # screen: up is towards row 0
+    ],
+)
 def test_translations_move_the_object_on_screen(motion, sign):
     steps = _centroid_path(motion).mean(0)
     assert np.sign(np.round(steps, 1)).tolist() == list(sign)

@@ -79,12 +79,15 @@ def test_check_unreadable():
         check_unreadable(1, 1, DataConfig(max_unreadable_fraction=0.0))
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ({"channels": 2}, "data.channels"),
-    ({"resize_to": 100}, "data.resize_to"),
-    ({"synthetic_classes": 1}, "data.synthetic_classes"),
-    ({"split": 4}, "data.split"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"channels": 2}, "data.channels"),
+        ({"resize_to": 100}, "data.resize_to"),
+        ({"synthetic_classes": 1}, "data.synthetic_classes"),
+        ({"split": 4}, "data.split"),
+    ],
+)
 def test_data_config_validation_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         DataConfig(**override)  # type: ignore[arg-type]

@@ -31,8 +31,11 @@ HSP = "HandstandPushups/v_HandStandPushups_g08_c01.avi"
 
 
 def _index_of(ds: UCF101, listed: str) -> int:
-    return next(i for i, p in enumerate(ds.paths) if Path(p).as_posix().endswith(
-        listed if ds.backend == "video" else listed[:-4]))
+    return next(
+        i
+        for i, p in enumerate(ds.paths)
+        if Path(p).as_posix().endswith(listed if ds.backend == "video" else listed[:-4])
+    )
 
 
 def _levels(clip: torch.Tensor) -> np.ndarray:
@@ -160,14 +163,42 @@ def test_loader_with_workers_matches_loading_in_process(ucf_cfg):
 
 
 def test_summary_json_through_the_cli(ucf_tree: Tree, cache_dir, capsys):
-    code = main(["data", "summary", "ucf101", "--root", str(ucf_tree.root), "--num-frames", "4",
-                 "--frame-stride", "2", "--cache-dir", cache_dir, "--json"])
+    code = main(
+        [
+            "data",
+            "summary",
+            "ucf101",
+            "--root",
+            str(ucf_tree.root),
+            "--num-frames",
+            "4",
+            "--frame-stride",
+            "2",
+            "--cache-dir",
+            cache_dir,
+            "--json",
+        ]
+    )
     assert code == 0
     s = json.loads(capsys.readouterr().out)
-    assert {k: s[k] for k in ("classes", "train_videos", "test_videos", "excluded_short",
-                              "unreadable", "missing")} == {
-        "classes": 3, "train_videos": 5, "test_videos": 4, "excluded_short": 1,
-        "unreadable": 2, "missing": 1}
+    assert {
+        k: s[k]
+        for k in (
+            "classes",
+            "train_videos",
+            "test_videos",
+            "excluded_short",
+            "unreadable",
+            "missing",
+        )
+    } == {
+        "classes": 3,
+        "train_videos": 5,
+        "test_videos": 4,
+        "excluded_short": 1,
+        "unreadable": 2,
+        "missing": 1,
+    }
     # With the default 16x4 clips, every video is too short.
     main(["data", "summary", "ucf101", "--root", str(ucf_tree.root), "--json"])
     assert json.loads(capsys.readouterr().out)["excluded_short"] == 10
@@ -181,15 +212,30 @@ def test_summary_reports_user_errors_in_one_line(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def frames_root(ucf_tree: Tree, tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("frames") / "ucf101-frames"
-    assert main(["data", "extract-frames", "--root", str(ucf_tree.root), "--out", str(out),
-                 "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "extract-frames",
+                "--root",
+                str(ucf_tree.root),
+                "--out",
+                str(out),
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_extract_frames_writes_frame_folders_and_markers(frames_root: Path, ucf_tree: Tree):
     hsp = frames_root / "HandstandPushups"
     assert sorted(p.name for p in (hsp / "v_HandStandPushups_g08_c01").iterdir())[:2] == [
-        "000001.jpg", "000002.jpg"]
+        "000001.jpg",
+        "000002.jpg",
+    ]
     assert len(list((hsp / "v_HandStandPushups_g08_c01").iterdir())) == 24
     assert "truncated" in (hsp / "v_HandStandPushups_g09_c01.unreadable").read_text()
     assert (frames_root / "Basketball" / "v_Basketball_g09_c01.unreadable").exists()
@@ -210,8 +256,12 @@ def test_frame_backend_matches_video_backend(frames_root: Path, ucf_cfg):
     cfg = ucf_cfg(root=None, frames_root=str(frames_root))
     summary = index_ucf101(cfg).summary()
     assert summary["backend"] == "frames"
-    assert (summary["train_videos"], summary["unreadable"], summary["missing"],
-            summary["excluded_short"]) == (5, 2, 1, 1)
+    assert (
+        summary["train_videos"],
+        summary["unreadable"],
+        summary["missing"],
+        summary["excluded_short"],
+    ) == (5, 2, 1, 1)
     frames, video = build_dataset(cfg, "train"), build_dataset(ucf_cfg(), "train")
     assert [Path(p).name for p in frames.paths] == [Path(p).stem for p in video.paths]
     assert np.array_equal(frames.labels, video.labels)
@@ -242,15 +292,24 @@ def test_resize_policy_short_side_scales_then_crops(ucf_cfg):
 def test_training_runs_on_the_generated_tree(ucf_tree: Tree, cache_dir, tmp_path):
     from bwssl.train.trainer import train
 
-    cfg = load_config("tiny-debug", [
-        f"data.root={ucf_tree.root}", f"data.cache_dir={cache_dir}", "data.allow_missing=true",
-        "data.max_unreadable_fraction=0.5", "train.batch_size=2", "train.max_steps=2",
-        "train.device=cpu"])
+    cfg = load_config(
+        "tiny-debug",
+        [
+            f"data.root={ucf_tree.root}",
+            f"data.cache_dir={cache_dir}",
+            "data.allow_missing=true",
+            "data.max_unreadable_fraction=0.5",
+            "train.batch_size=2",
+            "train.max_steps=2",
+            "train.device=cpu",
+        ],
+    )
     assert isinstance(cfg.data, DataConfig) and cfg.data.name == "ucf101"
     final = train(cfg, tmp_path / "run")
     assert final.exists()
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
-            .splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert rows and all(np.isfinite(v) for r in rows for v in r["loss"].values())
 
 
@@ -262,8 +321,14 @@ def _mini_tree(root: Path, write, train_line: str) -> DataConfig:
     (lists / "classInd.txt").write_text("1 Bar\n2 Foo\n")
     (lists / "trainlist01.txt").write_text(f"{train_line}\nBar/v_Bar_g08_c01.avi 1\n")
     (lists / "testlist01.txt").write_text("Bar/v_Bar_g08_c01.avi\n")
-    return DataConfig(name="ucf101", root=str(root), num_frames=4, frame_stride=2,
-                      crop_size=16, cache_dir=str(root / "cache"))
+    return DataConfig(
+        name="ucf101",
+        root=str(root),
+        num_frames=4,
+        frame_stride=2,
+        crop_size=16,
+        cache_dir=str(root / "cache"),
+    )
 
 
 def test_listed_paths_are_found_whatever_their_case(tmp_path, avi_writer):

@@ -155,7 +155,9 @@ def test_import_pretraining_checkpoint_brings_its_decoder(tmp_path):
     video = _clip()
     _assert_block_parity(ours, hf_model, video)
 
-    mask = tube_mask(2, ours.backbone.grid, 0.75, torch.Generator().manual_seed(0))  # (B, N) True = hidden
+    mask = tube_mask(
+        2, ours.backbone.grid, 0.75, torch.Generator().manual_seed(0)
+    )  # (B, N) True = hidden
     with torch.no_grad():
         hf_out = hf_model(video.permute(0, 2, 1, 3, 4), bool_masked_pos=mask)
         step = ours.objective.step_from_mask(video, mask)

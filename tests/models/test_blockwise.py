@@ -13,8 +13,10 @@ from bwssl.train.units import UnitForward
 def _clip(cfg, b=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     d = cfg.data
-    return normalize(torch.rand(b, d.channels, d.num_frames, d.crop_size, d.crop_size,
-                                generator=g), channel_dim=1)
+    return normalize(
+        torch.rand(b, d.channels, d.num_frames, d.crop_size, d.crop_size, generator=g),
+        channel_dim=1,
+    )
 
 
 def _mask(cfg, model, b=2, seed=0):
@@ -33,9 +35,11 @@ def test_state_dict_groups_parameters_by_block(k, make_cfg):
     keys = model.state_dict().keys()
     assert all(key.startswith(("blocks.", "decoders.")) for key in keys)
     assert {key.split(".")[1] for key in keys if key.startswith("blocks.")} == {
-        str(i) for i in range(k)}
+        str(i) for i in range(k)
+    }
     assert {key.split(".")[1] for key in keys if key.startswith("decoders.")} == {
-        str(i) for i in range(k)}
+        str(i) for i in range(k)
+    }
     assert "blocks.0.embed.proj.weight" in keys
     assert f"blocks.{k - 1}.norm.weight" in keys
     assert not any(key.startswith("blocks.0.norm") for key in keys) or k == 1
@@ -127,7 +131,8 @@ def test_normalized_targets_match_direct_formula():
     video = normalize(torch.rand(1, 3, 4, 8, 8), channel_dim=1)
     got = patch_targets(video, tubelet=2, patch=4, normalize=True)  # (1, 2*2*2, 2*4*4*3)
     pixels = video * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1) + torch.tensor(
-        [0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1)
+        [0.485, 0.456, 0.406]
+    ).view(1, 3, 1, 1, 1)
     # token (t=1, h=0, w=1): frames 2-3, rows 0-3, cols 4-7
     cube = pixels[0, :, 2:4, 0:4, 4:8]  # (C, t, p, p)
     flat = cube.reshape(3, -1)  # per channel over the tubelet's pixels
@@ -168,8 +173,9 @@ def test_e2e_training_does_not_depend_on_k_and_recut_renames_only(make_cfg, tmp_
     for k in (2, 4):
         cfgs[k] = make_cfg("regime=e2e", f"model.num_blocks={k}", "train.max_steps=3", *extra)
         train(cfgs[k], tmp_path / f"k{k}")
-        states[k] = torch.load(tmp_path / f"k{k}" / "checkpoints" / "final.pt",
-                               weights_only=False)["model"]
+        states[k] = torch.load(tmp_path / f"k{k}" / "checkpoints" / "final.pt", weights_only=False)[
+            "model"
+        ]
     recut = recut_e2e_state(states[2], cfgs[2].model, cfgs[4].model)
     assert recut.keys() == states[4].keys()
     assert all(torch.equal(recut[n], states[4][n]) for n in recut)

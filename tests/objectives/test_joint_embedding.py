@@ -20,8 +20,17 @@ JOINT = ["barlow_twins", "vicreg", "simclr"]
 
 def _video(cfg, b=4):
     d = cfg.data
-    return normalize(torch.rand(b, d.channels, d.num_frames, d.crop_size, d.crop_size,
-                                generator=torch.Generator().manual_seed(3)), channel_dim=1)
+    return normalize(
+        torch.rand(
+            b,
+            d.channels,
+            d.num_frames,
+            d.crop_size,
+            d.crop_size,
+            generator=torch.Generator().manual_seed(3),
+        ),
+        channel_dim=1,
+    )
 
 
 def test_projector_is_linear_bn_relu_with_the_official_default_widths(make_cfg):
@@ -30,8 +39,15 @@ def test_projector_is_linear_bn_relu_with_the_official_default_widths(make_cfg):
     assert max(tiny.objective.projector) <= 64  # debug presets stay tiny under every objective
     p = Projector(16, [32, 32, 8])
     kinds = [type(m).__name__ for m in p.net]
-    assert kinds == ["Linear", "GlobalBatchNorm1d", "ReLU", "Linear", "GlobalBatchNorm1d",
-                     "ReLU", "Linear"]
+    assert kinds == [
+        "Linear",
+        "GlobalBatchNorm1d",
+        "ReLU",
+        "Linear",
+        "GlobalBatchNorm1d",
+        "ReLU",
+        "Linear",
+    ]
     assert all(m.bias is None for m in p.net if isinstance(m, torch.nn.Linear))
     bn = GlobalBatchNorm1d(5)
     ref = torch.nn.BatchNorm1d(5)
@@ -76,13 +92,31 @@ def test_micro_batches_of_one_clip_are_refused_before_any_compute(objective, mak
 
 
 def test_analyze_a_joint_embedding_run_gives_every_clip_metric_and_its_local_loss(
-        make_cfg, tmp_path, capsys):
-    cfg = make_cfg("objective.name=barlow_twins", "regime=simultaneous", "train.max_steps=2",
-                   "data.synthetic_classes=2", "data.synthetic_test=16")
+    make_cfg, tmp_path, capsys
+):
+    cfg = make_cfg(
+        "objective.name=barlow_twins",
+        "regime=simultaneous",
+        "train.max_steps=2",
+        "data.synthetic_classes=2",
+        "data.synthetic_test=16",
+    )
     train(cfg, tmp_path / "run")
-    assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "an"),
-                 "metrics=[probe_acc,map,cka_next,cps,local_loss,mse]", "probe_repeats=1",
-                 "progress=false", "figures=false"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "an"),
+                "metrics=[probe_acc,map,cka_next,cps,local_loss,mse]",
+                "probe_repeats=1",
+                "progress=false",
+                "figures=false",
+            ]
+        )
+        == 0
+    )
     table = read_results(tmp_path / "an" / "results.csv")
     got = {(r.metric, r.block) for r in table}
     for metric in ("probe_acc", "map", "cps", "local_loss"):

@@ -27,6 +27,7 @@ def _final(run: Path) -> dict[str, torch.Tensor]:
 def test_decoder_masking_picks_a_seeded_subset_of_masked_tokens():
     mask = tube_mask(3, (2, 4, 4), 0.75, torch.Generator().manual_seed(0))
     _, masked = split_indices(mask)  # (3, 24)
+
     def subset(fraction, step):
         return decoder_subset(masked, fraction, torch.Generator().manual_seed(step))
 
@@ -73,22 +74,29 @@ def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
         cfg = make_cfg("regime=e2e", f"model.grad_checkpointing={flag}")
         torch.manual_seed(0)
         model = build_model(cfg)
-        video = normalize(torch.rand(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1)),
-                          channel_dim=1)
+        video = normalize(
+            torch.rand(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1)), channel_dim=1
+        )
         mask = tube_mask(2, model.backbone.grid, 0.75, torch.Generator().manual_seed(2))
-        (loss,) = model.local_losses(model.objective.step_from_mask(video, mask),
-                                      detach=False).values()
+        (loss,) = model.local_losses(
+            model.objective.step_from_mask(video, mask), detach=False
+        ).values()
         loss.backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
-                      if p.grad is not None})
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("regime,objective", [
-    ("simultaneous", "masked_pixels"), ("e2e", "masked_pixels"),
-    ("simultaneous", "barlow_twins"), ("e2e", "vicreg")])
+@pytest.mark.parametrize(
+    "regime,objective",
+    [
+        ("simultaneous", "masked_pixels"),
+        ("e2e", "masked_pixels"),
+        ("simultaneous", "barlow_twins"),
+        ("e2e", "vicreg"),
+    ],
+)
 def test_two_processes_match_one_with_the_same_global_batch(regime, objective, tmp_path):
     """The same weights from one process and from two splitting its batch; for joint
     embedding that needs the views, the losses and the projectors' batch norms all taken
@@ -96,18 +104,38 @@ def test_two_processes_match_one_with_the_same_global_batch(regime, objective, t
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun is not None, "torchrun ships with torch"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["-m", "bwssl", "train", "tiny-debug", f"regime={regime}", "train.epochs=2",
-            "train.batch_size=4", "train.device=cpu", f"objective.name={objective}"]
-    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
-                   check=True, capture_output=True, timeout=300)
-    subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *args,
-                    "--out", str(tmp_path / "two")], env=env, check=True, capture_output=True,
-                   timeout=300)
+    args = [
+        "-m",
+        "bwssl",
+        "train",
+        "tiny-debug",
+        f"regime={regime}",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.device=cpu",
+        f"objective.name={objective}",
+    ]
+    subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", *args, "--out", str(tmp_path / "two")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     one, two = _final(tmp_path / "one"), _final(tmp_path / "two")
     assert one.keys() == two.keys()
     assert not any(k.startswith(("module.", "_orig_mod.")) or ".module." in k for k in two)
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / r / "metrics.jsonl").open()]
-              for r in ("one", "two")]
+    losses = [
+        [json.loads(line)["loss"] for line in (tmp_path / r / "metrics.jsonl").open()]
+        for r in ("one", "two")
+    ]
     assert len(losses[0]) == len(losses[1]) == 8
     # Step 1 (no update yet) must agree for every objective; later steps drift apart for joint
     # embedding (below), so they are compared for masked pixels only.
@@ -129,9 +157,15 @@ def test_a_run_interrupted_in_one_process_resumes_in_two(tmp_path, monkeypatch):
     from bwssl.config import load_config
     from bwssl.train.trainer import Trainer
 
-    overrides = ["regime=simultaneous", "train.epochs=2", "train.batch_size=4",
-                 "train.device=cpu", "train.checkpoint_every=1", "data.synthetic_train=8",
-                 "train.progress=false"]
+    overrides = [
+        "regime=simultaneous",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.device=cpu",
+        "train.checkpoint_every=1",
+        "data.synthetic_train=8",
+        "train.progress=false",
+    ]
     cfg = load_config("tiny-debug", overrides)
     train(cfg, tmp_path / "whole")
 
@@ -151,11 +185,24 @@ def test_a_run_interrupted_in_one_process_resumes_in_two(tmp_path, monkeypatch):
 
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun is not None
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "bwssl",
-                           "train", "tiny-debug", *overrides, "--out",
-                           str(tmp_path / "resumed")],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bwssl",
+            "train",
+            "tiny-debug",
+            *overrides,
+            "--out",
+            str(tmp_path / "resumed"),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resuming" in proc.stderr
     whole, resumed = _final(tmp_path / "whole"), _final(tmp_path / "resumed")

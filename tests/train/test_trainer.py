@@ -31,7 +31,7 @@ def test_loss_falls_in_every_regime(regime, make_cfg, tmp_path):
     cfg = make_cfg(f"regime={regime}", "train.epochs=6", "train.lr=3e-3", "model.num_blocks=2")
     train(cfg, tmp_path)
     rows = _metrics(tmp_path)
-    for block in (["1"] if regime == "e2e" else ["0", "1"]):
+    for block in ["1"] if regime == "e2e" else ["0", "1"]:
         series = [r["loss"][block] for r in rows if block in r["loss"]]
         assert len(series) >= 12
         first, last = sum(series[:3]) / 3, sum(series[-3:]) / 3
@@ -69,7 +69,7 @@ def test_sequential_freezes_finished_blocks_bitwise(make_cfg, tmp_path, monkeypa
     for k in range(4):
         mine = [n for n in init if n.startswith(f"blocks.{k}.")]
         assert any(not torch.equal(init[n], after[k][n]) for n in mine), f"block {k} not trained"
-        for later in after[k + 1:]:
+        for later in after[k + 1 :]:
             for n in mine:
                 assert torch.equal(after[k][n], later[n]), f"{n} changed after its stage"
             for n in (n for n in init if n.startswith(f"decoders.{k}.")):
@@ -89,8 +89,11 @@ def test_per_block_clipping_keeps_blocks_independent(make_cfg, tmp_path, monkeyp
     cfg = make_cfg("model.num_blocks=2", "train.clip_grad=0.01")
     train(cfg, tmp_path / "a")
     original = MaskedPixels.loss
-    monkeypatch.setattr(MaskedPixels, "loss",
-                        lambda self, k, *a: original(self, k, *a) * (1000.0 if k == 1 else 1.0))
+    monkeypatch.setattr(
+        MaskedPixels,
+        "loss",
+        lambda self, k, *a: original(self, k, *a) * (1000.0 if k == 1 else 1.0),
+    )
     train(cfg, tmp_path / "b")
     a, b = _final_model(tmp_path / "a"), _final_model(tmp_path / "b")
     for n in (n for n in a if n.startswith(("blocks.0.", "decoders.0."))):
@@ -136,15 +139,18 @@ def test_rerun_of_finished_run_trains_nothing(make_cfg, tmp_path):
     assert (tmp_path / "checkpoints" / "final.pt").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("override,key", [
-    ("model.num_blocks=3", "model.num_blocks"),
-    ("model.patch_size=7", "model.patch_size"),
-    ("model.tubelet_size=3", "model.tubelet_size"),
-    ("mask.ratio=1.5", "mask.ratio"),
-    ("model.colour=3", "model.colour"),
-    ("train.epochs=many", "train.epochs"),
-    ("regime=backprop", "regime"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.num_blocks=3", "model.num_blocks"),
+        ("model.patch_size=7", "model.patch_size"),
+        ("model.tubelet_size=3", "model.tubelet_size"),
+        ("mask.ratio=1.5", "mask.ratio"),
+        ("model.colour=3", "model.colour"),
+        ("train.epochs=many", "train.epochs"),
+        ("regime=backprop", "regime"),
+    ],
+)
 def test_invalid_config_fails_before_compute(override, key, tmp_path, capsys):
     code = main(["train", "tiny-debug", override, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
@@ -154,28 +160,46 @@ def test_invalid_config_fails_before_compute(override, key, tmp_path, capsys):
 
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bwssl", "train", "tiny-debug", "--out", str(out),
-            "train.epochs=12", "train.checkpoint_every=1", "model.num_blocks=2", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "bwssl",
+        "train",
+        "tiny-debug",
+        "--out",
+        str(out),
+        "train.epochs=12",
+        "train.checkpoint_every=1",
+        "model.num_blocks=2",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("extra", [
-    ("regime=sequential",),
-    ("objective.name=barlow_twins", "regime=simultaneous"),
-    ("objective.name=vicreg", "regime=e2e"),
-    ("objective.name=simclr", "regime=sequential"),
-], ids=["masked_pixels", "barlow_twins", "vicreg", "simclr"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("regime=sequential",),
+        ("objective.name=barlow_twins", "regime=simultaneous"),
+        ("objective.name=vicreg", "regime=e2e"),
+        ("objective.name=simclr", "regime=sequential"),
+    ],
+    ids=["masked_pixels", "barlow_twins", "vicreg", "simclr"],
+)
 def test_resume_after_sigkill_gives_identical_weights(tmp_path, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_cmd(tmp_path / "clean", *extra), env=env, check=True,
-                   capture_output=True)
+    subprocess.run(_train_cmd(tmp_path / "clean", *extra), env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, *extra), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(killed, *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # kill mid-run, once a few steps are checkpointed
-        lines = (killed / "metrics.jsonl").read_text().count("\n") if (
-            killed / "metrics.jsonl").exists() else 0
+        lines = (
+            (killed / "metrics.jsonl").read_text().count("\n")
+            if (killed / "metrics.jsonl").exists()
+            else 0
+        )
         if lines >= 30:
             break
         time.sleep(0.005)
@@ -215,8 +239,9 @@ def test_logs_to_tensorboard_when_available(make_cfg, tmp_path, monkeypatch):
     assert scalars == []
 
 
-def test_each_unit_steps_and_frees_its_gradients_before_the_next_block_runs(make_cfg, tmp_path,
-                                                                            monkeypatch):
+def test_each_unit_steps_and_frees_its_gradients_before_the_next_block_runs(
+    make_cfg, tmp_path, monkeypatch
+):
     """Simultaneous training applies block k's update as soon as its backward is done, so no
     two blocks' gradients are alive at once (a lower peak than stepping all blocks at the
     end); with accumulation, only after the last micro-batch."""
@@ -232,14 +257,20 @@ def test_each_unit_steps_and_frees_its_gradients_before_the_next_block_runs(make
         return forward(self, x, *args)
 
     monkeypatch.setattr(UnitForward, "forward", spy)
-    train(make_cfg("regime=simultaneous", "model.num_blocks=4", "train.max_steps=2"),
-          tmp_path / "plain")
+    train(
+        make_cfg("regime=simultaneous", "model.num_blocks=4", "train.max_steps=2"),
+        tmp_path / "plain",
+    )
     assert [k for k, _ in alive] == [0, 1, 2, 3] * 2
     assert not any(grad for _, grad in alive)
 
     alive.clear()
-    train(make_cfg("regime=simultaneous", "model.num_blocks=2", "train.max_steps=1",
-                   "train.accum_steps=2"), tmp_path / "accum")
+    train(
+        make_cfg(
+            "regime=simultaneous", "model.num_blocks=2", "train.max_steps=1", "train.accum_steps=2"
+        ),
+        tmp_path / "accum",
+    )
     # micro-batch 1: block 0's gradient waits for micro-batch 2; then it is stepped and freed
     assert alive == [(0, False), (1, True), (0, False), (1, False)]
 
@@ -248,8 +279,19 @@ def test_bad_data_root_leaves_no_run_behind(tmp_path, capsys):
     """A wrong data.root fails before the run folder is written, so the corrected command
     is not refused as 'a run with a different config'."""
     out = tmp_path / "run"
-    assert main(["train", "tiny-debug", "data.name=ucf101", f"data.root={tmp_path / 'nope'}",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "tiny-debug",
+                "data.name=ucf101",
+                f"data.root={tmp_path / 'nope'}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "data.root" in capsys.readouterr().err
     assert not (out / "config.yaml").exists()
     assert main(["train", "tiny-debug", "train.max_steps=1", "--out", str(out)]) == 0

@@ -250,8 +250,12 @@ class FeatureCache:
         try:
             with np.load(p, allow_pickle=False) as f:
                 k = int(f["num_blocks"])
-                return Features([f[f"pooled_{i}"] for i in range(k)], f["index"],
-                                f["token_index"], [f[f"tokens_{i}"] for i in range(k)])
+                return Features(
+                    [f[f"pooled_{i}"] for i in range(k)],
+                    f["index"],
+                    f["token_index"],
+                    [f[f"tokens_{i}"] for i in range(k)],
+                )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             logger.warning("ignoring unreadable feature cache %s (%s)", p, e)
             return None

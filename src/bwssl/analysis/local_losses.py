@@ -46,8 +46,11 @@ def run(ctx: RunContext) -> None:
         return
     pixels = objective.reconstructs_pixels
     if "mse" in ctx.want and not pixels:
-        logger.info("%s: objective %s rebuilds no pixels; no mse rows (see local_loss)",
-                    ctx.src.name, ctx.src.config.objective.name)
+        logger.info(
+            "%s: objective %s rebuilds no pixels; no mse rows (see local_loss)",
+            ctx.src.name,
+            ctx.src.config.objective.name,
+        )
     items = seeded_subset(len(test), o.mse_clips, o.seed, 3)
     key = StepKey(o.seed, 0, 0, len(items))
     row_of = {int(i): j for j, i in enumerate(items)}
@@ -64,8 +67,10 @@ def run(ctx: RunContext) -> None:
             sums += np.array([float(losses[k]) for k in model.head_blocks]) * len(idx)
             count += len(idx)
     if count == 0:
-        raise UserError(f"{ctx.src.name}: no batch of at least {objective.min_batch} readable "
-                        "test clips for the local losses; raise mse_clips or batch_size")
+        raise UserError(
+            f"{ctx.src.name}: no batch of at least {objective.min_batch} readable "
+            "test clips for the local losses; raise mse_clips or batch_size"
+        )
     for k, total in zip(model.head_blocks, sums, strict=True):
         if "local_loss" in ctx.want:
             ctx.add("local_loss", k + 1, total / count)

@@ -10,7 +10,10 @@ import torch
 from bwssl.errors import UserError
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {
-    "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 """Autocast dtype of each ``train.precision`` (None: no autocast)."""
 
 
@@ -19,8 +22,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name} was asked for but no CUDA device is available; "
-                        "use cpu or auto")
+        raise UserError(
+            f"device {name} was asked for but no CUDA device is available; use cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -32,8 +36,9 @@ def resolve_amp_dtype(precision: str, device: torch.device) -> torch.dtype | Non
     return AMP_DTYPES[precision]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None
-             ) -> contextlib.AbstractContextManager[Any]:
+def autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
     """``torch.autocast`` for ``dtype`` on ``device``, or a no-op when ``dtype`` is None."""
     if dtype is None:
         return contextlib.nullcontext()
@@ -47,8 +52,12 @@ def enable_tf32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-          **kwargs: Any) -> torch.optim.AdamW:
+def adamw(
+    groups: list[dict[str, Any]],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    **kwargs: Any,
+) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel where this torch has one for the parameters' device
     (CPU since torch 2.4, CUDA), else torch's default implementation.
 

@@ -21,8 +21,14 @@ from bwssl.errors import UserError
 def git_commit() -> str | None:
     """The commit of the bwssl source tree, when it is a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -31,9 +37,14 @@ def git_commit() -> str | None:
 def environment(device: torch.device, seed: int) -> dict[str, Any]:
     """Versions, git commit, device and seed of a run (its env.json)."""
     info: dict[str, Any] = {
-        "python": sys.version.split()[0], "platform": platform.platform(),
-        "torch": torch.__version__, "numpy": np.__version__, "git_commit": git_commit(),
-        "device": str(device), "seed": seed, "threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "git_commit": git_commit(),
+        "device": str(device),
+        "seed": seed,
+        "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
@@ -67,11 +78,14 @@ class RunDir:
                 diff = sorted(_diff_keys(old, new))
                 raise UserError(
                     f"{self.root} holds a run with a different config (keys differ: "
-                    f"{', '.join(diff)}); use another --out, or delete the folder to start over")
+                    f"{', '.join(diff)}); use another --out, or delete the folder to start over"
+                )
             return
         if self.root.exists() and any(self.root.iterdir()):
-            raise UserError(f"{self.root} exists and is not a bwssl run (no config.yaml); "
-                            "choose an empty or new --out folder")
+            raise UserError(
+                f"{self.root} exists and is not a bwssl run (no config.yaml); "
+                "choose an empty or new --out folder"
+            )
         atomic_write_text(self.config, dump_yaml(cfg))
         atomic_write_text(self.env, json.dumps(env, indent=2) + "\n")
 
@@ -79,8 +93,11 @@ class RunDir:
         """Drop metric lines logged after the checkpoint a resumed run starts from."""
         if not self.metrics.exists():
             return
-        keep = [line for line in self.metrics.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= last_step]
+        keep = [
+            line
+            for line in self.metrics.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step
+        ]
         atomic_write_text(self.metrics, "".join(line + "\n" for line in keep))
 
     def log(self, record: dict[str, Any]) -> None:

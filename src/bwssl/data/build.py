@@ -11,8 +11,9 @@ from bwssl.data.transforms import ClipFormat
 from bwssl.data.ucf101 import UCF101
 
 
-def build_dataset(cfg: DataConfig, split: Literal["train", "test"], *, seed: int = 0
-                  ) -> ClipDataset:
+def build_dataset(
+    cfg: DataConfig, split: Literal["train", "test"], *, seed: int = 0
+) -> ClipDataset:
     """The ``train`` or ``test`` clips of ``cfg.name`` (``synthetic`` or ``ucf101``).
 
     ``test`` is what evaluation uses: for UCF101 the seeded (``seed``)
@@ -25,8 +26,9 @@ def build_dataset(cfg: DataConfig, split: Literal["train", "test"], *, seed: int
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if cfg.name == "synthetic":
         n = cfg.synthetic_train if split == "train" else cfg.synthetic_test
-        return SyntheticMotion(ClipFormat.from_config(cfg), n, cfg.synthetic_classes, split,
-                               cache_dir=cfg.cache_dir)
+        return SyntheticMotion(
+            ClipFormat.from_config(cfg), n, cfg.synthetic_classes, split, cache_dir=cfg.cache_dir
+        )
     if cfg.name == "ucf101":
         return UCF101(cfg, split, seed=seed)
     raise ValueError(f"unknown dataset {cfg.name!r}")  # "auto" is resolved by DataConfig

@@ -25,8 +25,14 @@ _CHUNK_PIXELS = 500_000
 render's temporaries stay in the CPU cache (several times faster than big chunks)."""
 
 
-def cached_clips(path: Path, shape: tuple[int, ...], render: Callable[[int, int], np.ndarray],
-                 *, desc: str = "rendering clips", progress: bool = True) -> np.ndarray:
+def cached_clips(
+    path: Path,
+    shape: tuple[int, ...],
+    render: Callable[[int, int], np.ndarray],
+    *,
+    desc: str = "rendering clips",
+    progress: bool = True,
+) -> np.ndarray:
     """A read-only memory map of ``path``, rendering it first when absent.
 
     ``shape`` is (N, T, H, W, 3); ``render(start, stop)`` returns clips

@@ -63,8 +63,9 @@ class ClipDataset(torch.utils.data.Dataset):
     class_names: list[str]
     """Class name of every class index."""
 
-    def __init__(self, fmt: ClipFormat, labels: np.ndarray, class_names: list[str],
-                 *, flip: bool = True) -> None:
+    def __init__(
+        self, fmt: ClipFormat, labels: np.ndarray, class_names: list[str], *, flip: bool = True
+    ) -> None:
         self.fmt = fmt
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_names = list(class_names)
@@ -119,8 +120,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _load(self, index: int, rng: np.random.Generator | None) -> torch.Tensor:
         length = self.video_length(index)
-        start = center_start(length, self.fmt) if rng is None else random_start(rng, length,
-                                                                              self.fmt)
+        start = (
+            center_start(length, self.fmt) if rng is None else random_start(rng, length, self.fmt)
+        )
         frames = self.read_frames(index, frame_indices(start, self.fmt))  # (T, H, W, 3)
         window = crop_window(frames.shape[1], frames.shape[2], self.fmt, rng)
         flip = bool(rng is not None and self.flip and rng.random() < 0.5)
@@ -143,8 +145,9 @@ class ClipBatch:
         return ClipBatch(self.video.pin_memory(), self.label.pin_memory(), self.skipped)
 
 
-def collate_clips(items: list[Sample | None],
-                  clip_shape: tuple[int, int, int, int] | None = None) -> ClipBatch:
+def collate_clips(
+    items: list[Sample | None], clip_shape: tuple[int, int, int, int] | None = None
+) -> ClipBatch:
     """Stack ``(video, label)`` items into a :class:`ClipBatch`, dropping ``None``.
 
     An all-``None`` batch gives a video of batch size 0, shaped (0, C, T, H, W)
@@ -160,8 +163,9 @@ def collate_clips(items: list[Sample | None],
     return ClipBatch(video, label, skipped)
 
 
-def make_loader(dataset: ClipDataset, batch_sampler: Any, num_workers: int,
-                pin_memory: bool) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: ClipDataset, batch_sampler: Any, num_workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
     """A DataLoader over ``batch_sampler``'s key batches with :func:`collate_clips`.
 
     Workers persist across epochs; the sampler is iterated in the main
@@ -191,4 +195,5 @@ def check_unreadable(skipped: int, seen: int, cfg: DataConfig) -> None:
             f"{skipped} of {seen} clips could not be read ({skipped / max(seen, 1):.1%}), more "
             f"than data.max_unreadable_fraction={limit}; the log names each file. Fix or remove "
             f"them (`bwssl data summary ucf101 --root R --json` lists unreadable files), or "
-            f"raise data.max_unreadable_fraction")
+            f"raise data.max_unreadable_fraction"
+        )

@@ -57,17 +57,28 @@ def find_videos(root: Path) -> list[Path]:
     out = []
     for cls in sorted(os.scandir(root), key=lambda e: e.name):
         if cls.is_dir() and not cls.name.startswith(".") and cls.name != SPLIT_DIR_NAME:
-            out += [Path(e.path) for e in os.scandir(cls.path)
-                    if e.is_file() and e.name.lower().endswith(VIDEO_EXTENSIONS)]
+            out += [
+                Path(e.path)
+                for e in os.scandir(cls.path)
+                if e.is_file() and e.name.lower().endswith(VIDEO_EXTENSIONS)
+            ]
     return sorted(out)
 
 
-def extract_frame_tree(root: Path, out: Path, *, workers: int = 1, quality: int = 90,
-                       short_side: int | None = None, progress: bool = True) -> ExtractReport:
+def extract_frame_tree(
+    root: Path,
+    out: Path,
+    *,
+    workers: int = 1,
+    quality: int = 90,
+    short_side: int | None = None,
+    progress: bool = True,
+) -> ExtractReport:
     """Extract every video of ``root`` into frame folders under ``out`` (module doc)."""
     if not root.is_dir():
-        raise DataError(f"--root {root} is not a folder; give the video folder with one "
-                        f"subfolder per class")
+        raise DataError(
+            f"--root {root} is not a folder; give the video folder with one subfolder per class"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if (root / SPLIT_DIR_NAME).is_dir() and not (out / SPLIT_DIR_NAME).exists():
         shutil.copytree(root / SPLIT_DIR_NAME, out / SPLIT_DIR_NAME)
@@ -85,8 +96,14 @@ def extract_frame_tree(root: Path, out: Path, *, workers: int = 1, quality: int 
         else:
             dst.parent.mkdir(exist_ok=True)
             todo.append((f"{video.parent.name}/{video.name}", str(video), str(dst)))
-    bar = tqdm(total=len(todo), desc="extracting frames", unit="video", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo),
+        desc="extracting frames",
+        unit="video",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def record(rel: str, error: str) -> None:
         if error:
@@ -103,7 +120,8 @@ def extract_frame_tree(root: Path, out: Path, *, workers: int = 1, quality: int 
         try:
             futures: dict[Future[tuple[int, str]], str] = {
                 pool.submit(_extract_one, src, dst, quality, short_side): rel
-                for rel, src, dst in todo}
+                for rel, src, dst in todo
+            }
             for fut in as_completed(futures):
                 record(futures[fut], fut.result()[1])
         finally:
@@ -113,33 +131,59 @@ def extract_frame_tree(root: Path, out: Path, *, workers: int = 1, quality: int 
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    report = extract_frame_tree(Path(args.root), Path(args.out), workers=args.workers,
-                                quality=args.quality, short_side=args.short_side)
-    print(f"{report.extracted} videos extracted, {report.already_done} already done, "
-          f"{len(report.unreadable)} unreadable", file=sys.stderr)
+    report = extract_frame_tree(
+        Path(args.root),
+        Path(args.out),
+        workers=args.workers,
+        quality=args.quality,
+        short_side=args.short_side,
+    )
+    print(
+        f"{report.extracted} videos extracted, {report.already_done} already done, "
+        f"{len(report.unreadable)} unreadable",
+        file=sys.stderr,
+    )
     for line in report.unreadable:
         print(f"  unreadable: {line}", file=sys.stderr)
     if report.unreadable:
-        print(f"  (marked as CLASS/VIDEO{UNREADABLE_SUFFIX} in {args.out}; delete a marker "
-              f"to retry that video)", file=sys.stderr)
+        print(
+            f"  (marked as CLASS/VIDEO{UNREADABLE_SUFFIX} in {args.out}; delete a marker "
+            f"to retry that video)",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     if args.root is None and args.frames_root is None:
         raise DataError("give --root (the UCF101 video folder) or --frames-root")
-    cfg = DataConfig(name="ucf101", root=args.root, frames_root=args.frames_root,
-                     split_dir=args.split_dir, split=args.split, num_frames=args.num_frames,
-                     frame_stride=args.frame_stride, cache_dir=args.cache_dir)
+    cfg = DataConfig(
+        name="ucf101",
+        root=args.root,
+        frames_root=args.frames_root,
+        split_dir=args.split_dir,
+        split=args.split,
+        num_frames=args.num_frames,
+        frame_stride=args.frame_stride,
+        cache_dir=args.cache_dir,
+    )
     summary = index_ucf101(cfg).summary()
-    summary["eval_videos"] = max(1, round(cfg.eval_fraction * summary["test_videos"])) if \
-        summary["test_videos"] else 0
+    summary["eval_videos"] = (
+        max(1, round(cfg.eval_fraction * summary["test_videos"])) if summary["test_videos"] else 0
+    )
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"UCF101 split {summary['split']} ({summary['backend']} backend, {summary['base']})")
-    for key in ("classes", "train_videos", "test_videos", "eval_videos", "excluded_short",
-                "unreadable", "missing"):
+    for key in (
+        "classes",
+        "train_videos",
+        "test_videos",
+        "eval_videos",
+        "excluded_short",
+        "unreadable",
+        "missing",
+    ):
         print(f"  {key:15s} {summary[key]}")
     for key in ("short_files", "unreadable_files", "missing_files"):
         for line in summary[key][:10]:
@@ -151,27 +195,42 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``bwssl data extract-frames`` and ``bwssl data summary`` to the main parser."""
-    p = sub.add_parser("data", help="prepare and check video data",
-                       description="Prepare (extract-frames) and check (summary) video data.")
+    p = sub.add_parser(
+        "data",
+        help="prepare and check video data",
+        description="Prepare (extract-frames) and check (summary) video data.",
+    )
     dsub = p.add_subparsers(dest="data_command", required=True)
 
     e = dsub.add_parser(
-        "extract-frames", help="decode a video tree into JPEG frame folders",
+        "extract-frames",
+        help="decode a video tree into JPEG frame folders",
         description="Decode ROOT/CLASS/VIDEO.avi into OUT/CLASS/VIDEO/000001.jpg ... in parallel. "
-                    "Resumable: rerun the same command to continue.")
+        "Resumable: rerun the same command to continue.",
+    )
     e.add_argument("--root", required=True, help="video folder with one subfolder per class")
     e.add_argument("--out", required=True, help="frame folder to write (data.frames_root)")
-    e.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                   help="parallel decoding processes (default: min(8, CPUs))")
+    e.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="parallel decoding processes (default: min(8, CPUs))",
+    )
     e.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
-    e.add_argument("--short-side", type=int, default=None,
-                   help="scale frames so their shorter side is this (default: keep the size)")
+    e.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        help="scale frames so their shorter side is this (default: keep the size)",
+    )
     e.set_defaults(func=_cmd_extract)
 
     s = dsub.add_parser(
-        "summary", help="index a data set and print its counts",
+        "summary",
+        help="index a data set and print its counts",
         description="Probe every video of a split (cached) and print classes, usable videos, "
-                    "and the excluded, unreadable and missing files.")
+        "and the excluded, unreadable and missing files.",
+    )
     s.add_argument("dataset", choices=["ucf101"])
     s.add_argument("--root", help="UCF101 video folder (with ucfTrainTestlist)")
     s.add_argument("--frames-root", help="frame folders from extract-frames (used if given)")

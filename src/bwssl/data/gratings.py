@@ -59,15 +59,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COLOURS: dict[str, tuple[float, float, float]] = {
-    "gray": (1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0), "orange": (1.0, 0.55, 0.0),
+    "gray": (1.0, 1.0, 1.0),
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "orange": (1.0, 0.55, 0.0),
 }
 """RGB gain of each colour; a grating's pixel is its luminance times this."""
 
 LEVEL1_TARGETS: tuple[str, ...] = ("sf", "tf", "orientation", "contrast", "colour")
 LEVEL2_TARGETS: tuple[str, ...] = (
-    "sf_left", "sf_right", "orientation_left", "orientation_right", "sf_delta",
-    "sf_higher_side", "sf_match", "orientation_delta", "orientation_match")
+    "sf_left",
+    "sf_right",
+    "orientation_left",
+    "orientation_right",
+    "sf_delta",
+    "sf_higher_side",
+    "sf_match",
+    "orientation_delta",
+    "orientation_match",
+)
 
 
 @dataclass(frozen=True)
@@ -99,11 +110,14 @@ class GratingGrid:
         if not self.sf or min(self.sf) <= 0:
             raise ValueError(f"grating sf must be positive cycles per field, got {self.sf}")
         if not self.tf or not all(0 <= f < 0.5 for f in self.tf):
-            raise ValueError(f"grating tf must lie in [0, 0.5) cycles per frame (below the "
-                             f"temporal Nyquist limit, else it aliases), got {self.tf}")
+            raise ValueError(
+                f"grating tf must lie in [0, 0.5) cycles per frame (below the "
+                f"temporal Nyquist limit, else it aliases), got {self.tf}"
+            )
         if not self.orientation or not all(0 <= o < 360 for o in self.orientation):
-            raise ValueError(f"grating orientation must lie in [0, 360) degrees, "
-                             f"got {self.orientation}")
+            raise ValueError(
+                f"grating orientation must lie in [0, 360) degrees, got {self.orientation}"
+            )
         if not self.contrast or not all(0 < c <= 1 for c in self.contrast):
             raise ValueError(f"grating contrast must lie in (0, 1], got {self.contrast}")
         unknown = [c for c in self.colour if c not in COLOURS]
@@ -113,19 +127,25 @@ class GratingGrid:
     @classmethod
     def level1(cls) -> GratingGrid:
         """The protocol's Level 1 grid (10,800 clips), tf in cycles per frame (Hz * 3/64)."""
-        return cls(sf=(4, 8, 12, 16, 20, 24),
-                   tf=tuple(hz * 3 / 64 for hz in (0.5, 1, 2, 4, 6, 8)),
-                   orientation=tuple(float(o) for o in range(0, 360, 30)),
-                   contrast=(0.2, 0.4, 0.6, 0.8, 1.0),
-                   colour=("gray", "red", "green", "blue", "orange"))
+        return cls(
+            sf=(4, 8, 12, 16, 20, 24),
+            tf=tuple(hz * 3 / 64 for hz in (0.5, 1, 2, 4, 6, 8)),
+            orientation=tuple(float(o) for o in range(0, 360, 30)),
+            contrast=(0.2, 0.4, 0.6, 0.8, 1.0),
+            colour=("gray", "red", "green", "blue", "orange"),
+        )
 
     @classmethod
     def level2(cls) -> GratingGrid:
         """The protocol's Level 2 grid (15,552 clips), tf in cycles per frame (Hz / 32)."""
-        return cls(sf=(4, 10, 16), tf=tuple(hz / 32 for hz in (2, 5, 8)),
-                   orientation=tuple(float(o) for o in range(0, 360, 30)),
-                   contrast=(0.33, 0.67, 1.0), colour=("gray", "red", "green", "blue"),
-                   orientation_delta=(0.0, 45.0, 90.0, 135.0))
+        return cls(
+            sf=(4, 10, 16),
+            tf=tuple(hz / 32 for hz in (2, 5, 8)),
+            orientation=tuple(float(o) for o in range(0, 360, 30)),
+            contrast=(0.33, 0.67, 1.0),
+            colour=("gray", "red", "green", "blue"),
+            orientation_delta=(0.0, 45.0, 90.0, 135.0),
+        )
 
     @classmethod
     def default(cls, level: int, size: int) -> GratingGrid:
@@ -133,9 +153,13 @@ class GratingGrid:
         grid = cls.level1() if level == 1 else cls.level2()
         keep = tuple(f for f in grid.sf if f < size / 2)
         if len(keep) < len(grid.sf):
-            logger.warning("gratings on %d-pixel clips: dropping sf %s (at or above the spatial "
-                           "Nyquist limit of %g cycles)", size,
-                           [f for f in grid.sf if f not in keep], size / 2)
+            logger.warning(
+                "gratings on %d-pixel clips: dropping sf %s (at or above the spatial "
+                "Nyquist limit of %g cycles)",
+                size,
+                [f for f in grid.sf if f not in keep],
+                size / 2,
+            )
         if not keep:
             raise ValueError(f"{size}-pixel clips are too small for any grating sf in {grid.sf}")
         return replace(grid, sf=keep)
@@ -143,17 +167,27 @@ class GratingGrid:
     def check_size(self, size: int) -> None:
         """Raise if some sf aliases on a ``size``-pixel clip."""
         if max(self.sf) >= size / 2:
-            raise ValueError(f"grating sf {max(self.sf)} is at or above the spatial Nyquist "
-                             f"limit of a {size}-pixel clip ({size / 2} cycles); use smaller sf "
-                             f"or GratingGrid.default(level, size)")
+            raise ValueError(
+                f"grating sf {max(self.sf)} is at or above the spatial Nyquist "
+                f"limit of a {size}-pixel clip ({size / 2} cycles); use smaller sf "
+                f"or GratingGrid.default(level, size)"
+            )
 
 
 def _name(v: float) -> str:
     return f"{v:g}"
 
 
-def render_grating(sf: float, tf: float, orientation: float, contrast: float,
-                   colour: str, phase: float, num_frames: int, size: int) -> np.ndarray:
+def render_grating(
+    sf: float,
+    tf: float,
+    orientation: float,
+    contrast: float,
+    colour: str,
+    phase: float,
+    num_frames: int,
+    size: int,
+) -> np.ndarray:
     """One full-field drifting grating as float64 RGB (T, H, W, 3) in [0, 1] (module doc)."""
     coords = -1 + (2 * np.arange(size) + 1) / size
     x, y = coords[None, None, :], -coords[None, :, None]  # (1, 1, W), (1, H, 1), y up
@@ -175,9 +209,18 @@ class GratingDataset(torch.utils.data.Dataset):
     clips are rendered once into a memory-mapped file.
     """
 
-    def __init__(self, level: int, num_frames: int, size: int, channels: int = 3, *,
-                 grid: GratingGrid | None = None, max_items: int | None = None, seed: int = 0,
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        level: int,
+        num_frames: int,
+        size: int,
+        channels: int = 3,
+        *,
+        grid: GratingGrid | None = None,
+        max_items: int | None = None,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         if level not in (1, 2):
             raise ValueError(f"grating level must be 1 or 2, got {level}")
         if channels not in (1, 3):
@@ -189,16 +232,30 @@ class GratingDataset(torch.utils.data.Dataset):
         if level == 2 and not grid.orientation_delta:
             raise ValueError("a Level 2 grid needs orientation_delta values")
         if channels == 1 and grid.colour != ("gray",):
-            raise ValueError(f"one-channel gratings cannot show colours {grid.colour}; use "
-                             f"colour=('gray',)")
+            raise ValueError(
+                f"one-channel gratings cannot show colours {grid.colour}; use colour=('gray',)"
+            )
         self.level, self.grid, self.seed = level, grid, seed
         self.fmt = ClipFormat(num_frames, 1, size, channels, resize="none")
         self.factors: dict[str, tuple[Any, ...]] = (
-            {"sf": grid.sf, "tf": grid.tf, "orientation": grid.orientation,
-             "contrast": grid.contrast, "colour": grid.colour} if level == 1 else
-            {"sf_left": grid.sf, "sf_right": grid.sf, "orientation_left": grid.orientation,
-             "orientation_delta": grid.orientation_delta, "tf": grid.tf,
-             "contrast": grid.contrast, "colour": grid.colour})
+            {
+                "sf": grid.sf,
+                "tf": grid.tf,
+                "orientation": grid.orientation,
+                "contrast": grid.contrast,
+                "colour": grid.colour,
+            }
+            if level == 1
+            else {
+                "sf_left": grid.sf,
+                "sf_right": grid.sf,
+                "orientation_left": grid.orientation,
+                "orientation_delta": grid.orientation_delta,
+                "tf": grid.tf,
+                "contrast": grid.contrast,
+                "colour": grid.colour,
+            }
+        )
         """Factor name -> its values; clip i uses value ``combos[i, f]`` of factor f."""
         sizes = tuple(len(v) for v in self.factors.values())
         self.combos = _subsample(sizes, max_items, seed)  # (N, F) value indices
@@ -209,13 +266,16 @@ class GratingDataset(torch.utils.data.Dataset):
         self._build_targets()
         self.frames: np.ndarray | None = None
         if cache_dir is not None:
-            digest = hashlib.sha1(repr((level, grid, num_frames, size, seed, max_items)).encode()
-                                  ).hexdigest()[:12]
+            digest = hashlib.sha1(
+                repr((level, grid, num_frames, size, seed, max_items)).encode()
+            ).hexdigest()[:12]
             self.frames = cached_clips(
                 Path(cache_dir) / f"gratings-l{level}-n{len(self)}-t{num_frames}-s{size}-"
-                                  f"{digest}.npy",
-                (len(self), num_frames, size, size, 3), self.render,
-                desc=f"rendering level {level} gratings")
+                f"{digest}.npy",
+                (len(self), num_frames, size, size, 3),
+                self.render,
+                desc=f"rendering level {level} gratings",
+            )
 
     @classmethod
     def from_config(cls, cfg: DataConfig, level: int, **kwargs: Any) -> GratingDataset:
@@ -230,8 +290,9 @@ class GratingDataset(torch.utils.data.Dataset):
         col = list(self.factors).index(factor)
         return np.asarray(self.factors[factor])[self.combos[:, col]]
 
-    def _set(self, name: str, values: np.ndarray, classes: list[Any],
-             names: list[str] | None = None) -> None:
+    def _set(
+        self, name: str, values: np.ndarray, classes: list[Any], names: list[str] | None = None
+    ) -> None:
         lookup = {v: i for i, v in enumerate(classes)}
         if len(classes) < 2:
             return  # a target with one class cannot be probed
@@ -243,8 +304,7 @@ class GratingDataset(torch.utils.data.Dataset):
         if self.level == 1:
             for f in LEVEL1_TARGETS:
                 values = list(self.factors[f])
-                self._set(f, self._value(f), values,
-                          values if f == "colour" else None)
+                self._set(f, self._value(f), values, values if f == "colour" else None)
             return
         sf_l, sf_r = self._value("sf_left"), self._value("sf_right")
         th_l, d_th = self._value("orientation_left"), self._value("orientation_delta")
@@ -256,17 +316,16 @@ class GratingDataset(torch.utils.data.Dataset):
         deltas = sorted({b - a for a in g.sf for b in g.sf})
         self._set("sf_delta", sf_r - sf_l, deltas, [f"{v:+g}" for v in deltas])
         side = np.where(sf_l > sf_r, "left", np.where(sf_r > sf_l, "right", "equal"))
-        self._set("sf_higher_side", side, ["left", "equal", "right"],
-                  ["left", "equal", "right"])
+        self._set("sf_higher_side", side, ["left", "equal", "right"], ["left", "equal", "right"])
         self._set("sf_match", (sf_l == sf_r).astype(int), [0, 1], ["mismatch", "match"])
         self._set("orientation_delta", d_th, list(g.orientation_delta))
-        self._set("orientation_match", (d_th % 360 == 0).astype(int), [0, 1],
-                  ["mismatch", "match"])
+        self._set("orientation_match", (d_th % 360 == 0).astype(int), [0, 1], ["mismatch", "match"])
 
     def params(self, index: int) -> dict[str, Any]:
         """The parameter values of clip ``index`` and its starting phase(s)."""
-        out: dict[str, Any] = {f: vals[int(self.combos[index, k])]
-                               for k, (f, vals) in enumerate(self.factors.items())}
+        out: dict[str, Any] = {
+            f: vals[int(self.combos[index, k])] for k, (f, vals) in enumerate(self.factors.items())
+        }
         rng = np.random.default_rng([self.seed, self.level, int(self.flat_index[index])])
         phases = rng.uniform(0, 2 * np.pi, 2)
         out["phase"] = float(phases[0])
@@ -281,16 +340,24 @@ class GratingDataset(torch.utils.data.Dataset):
         for n, i in enumerate(range(start, stop)):
             p = self.params(i)
             if self.level == 1:
-                rgb = render_grating(p["sf"], p["tf"], p["orientation"], p["contrast"],
-                                     p["colour"], p["phase"], t, s)
+                rgb = render_grating(
+                    p["sf"], p["tf"], p["orientation"], p["contrast"], p["colour"], p["phase"], t, s
+                )
             else:
                 common = (p["contrast"], p["colour"])
-                left = render_grating(p["sf_left"], p["tf"], p["orientation_left"], *common,
-                                      p["phase"], t, s)
-                right = render_grating(p["sf_right"], p["tf"],
-                                       (p["orientation_left"] + p["orientation_delta"]) % 360,
-                                       *common, p["phase_right"], t, s)
-                rgb = np.concatenate([left[:, :, :s // 2], right[:, :, s // 2:]], axis=2)
+                left = render_grating(
+                    p["sf_left"], p["tf"], p["orientation_left"], *common, p["phase"], t, s
+                )
+                right = render_grating(
+                    p["sf_right"],
+                    p["tf"],
+                    (p["orientation_left"] + p["orientation_delta"]) % 360,
+                    *common,
+                    p["phase_right"],
+                    t,
+                    s,
+                )
+                rgb = np.concatenate([left[:, :, : s // 2], right[:, :, s // 2 :]], axis=2)
             out[n] = np.rint(rgb * 255)
         return out
 
@@ -298,8 +365,7 @@ class GratingDataset(torch.utils.data.Dataset):
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} gratings")
-        frames = self.frames[index] if self.frames is not None else self.render(index,
-                                                                                index + 1)[0]
+        frames = self.frames[index] if self.frames is not None else self.render(index, index + 1)[0]
         s = self.fmt.crop_size
         return clip_tensor(np.asarray(frames), (0, 0, s), False, self.fmt)  # (C, T, H, W)
 

@@ -16,8 +16,9 @@ def num_visible(num_tokens: int, ratio: float) -> int:
     return max(1, round(num_tokens * (1.0 - ratio)))
 
 
-def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def tube_mask(
+    batch: int, grid: tuple[int, int, int], ratio: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """VideoMAE tube masking: one spatial mask per clip, repeated over time.
 
     The visible count is taken per frame slice, so each clip shows
@@ -33,8 +34,9 @@ def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float,
     return space.unsqueeze(1).expand(batch, t, n_space).reshape(batch, t * n_space)
 
 
-def random_mask(batch: int, grid: tuple[int, int, int], ratio: float,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def random_mask(
+    batch: int, grid: tuple[int, int, int], ratio: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Independent random masking over all tokens, same visible count per clip."""
     n = grid[0] * grid[1] * grid[2]
     keep = num_visible(n, ratio)
@@ -44,8 +46,13 @@ def random_mask(batch: int, grid: tuple[int, int, int], ratio: float,
     return mask
 
 
-def make_mask(kind: str, batch: int, grid: tuple[int, int, int], ratio: float,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def make_mask(
+    kind: str,
+    batch: int,
+    grid: tuple[int, int, int],
+    ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Dispatch on ``kind`` (``tube`` or ``random``)."""
     if kind == "tube":
         return tube_mask(batch, grid, ratio, generator)

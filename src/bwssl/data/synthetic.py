@@ -49,10 +49,22 @@ from bwssl.data.clips import ClipDataset
 from bwssl.data.transforms import ClipFormat
 
 MOTION_CLASSES: tuple[str, ...] = (
-    "translate_right", "translate_left", "translate_up", "translate_down",
-    "rotate_cw", "rotate_ccw", "expand", "contract", "orbit_cw", "orbit_ccw",
-    "oscillate_horizontal", "oscillate_vertical",
-    "translate_up_right", "translate_down_left", "translate_up_left", "translate_down_right",
+    "translate_right",
+    "translate_left",
+    "translate_up",
+    "translate_down",
+    "rotate_cw",
+    "rotate_ccw",
+    "expand",
+    "contract",
+    "orbit_cw",
+    "orbit_ccw",
+    "oscillate_horizontal",
+    "oscillate_vertical",
+    "translate_up_right",
+    "translate_down_left",
+    "translate_up_left",
+    "translate_down_right",
 )
 """Every motion class, in order; a dataset with K classes uses the first K."""
 
@@ -63,9 +75,14 @@ and sped up every motion about 1.7x: in version 1 the object covered a few perce
 frame and the demo model's action probe stayed at chance (0.12 to 0.15 for 10 classes)."""
 _SPLIT_IDS = {"train": 0, "test": 1}
 _DIRECTIONS = {  # unit vectors (x right, y down)
-    "right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0),
-    "up_right": (0.7071, -0.7071), "down_left": (-0.7071, 0.7071),
-    "up_left": (-0.7071, -0.7071), "down_right": (0.7071, 0.7071),
+    "right": (1.0, 0.0),
+    "left": (-1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+    "up_right": (0.7071, -0.7071),
+    "down_left": (-0.7071, 0.7071),
+    "up_left": (-0.7071, -0.7071),
+    "down_right": (0.7071, 0.7071),
 }
 _LOG_SCALE_RANGE = math.log(2.5)
 """Width of the per-frame log-size distribution (and the sawtooth's amplitude)."""
@@ -111,8 +128,9 @@ class MotionParams:
     """(3,) half the colour difference between the two background tones."""
 
 
-def sample_params(rng: np.random.Generator, motion: str, size: int, num_frames: int
-                  ) -> MotionParams:
+def sample_params(
+    rng: np.random.Generator, motion: str, size: int, num_frames: int
+) -> MotionParams:
     """Draw one clip's parameters for class ``motion`` on a ``size`` square of T frames."""
     s, t = float(size), np.arange(num_frames, dtype=np.float64)
     centre = np.broadcast_to(rng.uniform(0, s, 2), (num_frames, 2)).copy()
@@ -145,16 +163,24 @@ def sample_params(rng: np.random.Generator, motion: str, size: int, num_frames: 
     bg_dir = rng.uniform(0, 2 * np.pi)
     f = np.asarray
     return MotionParams(
-        centre=np.mod(centre, s), angle=angle, log_scale=log_scale,
-        radius=f(rng.uniform(0.2, 0.28) * s), lobes=f(rng.integers(2, 6)),
-        lobe_amp=f(rng.uniform(0.12, 0.3)), lobe_phase=f(rng.uniform(0, 2 * np.pi)),
-        tex_freq=f(rng.uniform(0.6, 1.6)), tex_angle=f(rng.uniform(0, np.pi)),
-        tex_mix=f(float(rng.integers(0, 2))), colour_a=colour_a,
-        colour_b=colour_a * rng.uniform(0.45, 0.7), bg_k=k.astype(np.float64),
+        centre=np.mod(centre, s),
+        angle=angle,
+        log_scale=log_scale,
+        radius=f(rng.uniform(0.2, 0.28) * s),
+        lobes=f(rng.integers(2, 6)),
+        lobe_amp=f(rng.uniform(0.12, 0.3)),
+        lobe_phase=f(rng.uniform(0, 2 * np.pi)),
+        tex_freq=f(rng.uniform(0.6, 1.6)),
+        tex_angle=f(rng.uniform(0, np.pi)),
+        tex_mix=f(float(rng.integers(0, 2))),
+        colour_a=colour_a,
+        colour_b=colour_a * rng.uniform(0.45, 0.7),
+        bg_k=k.astype(np.float64),
         bg_amp=np.concatenate([rng.uniform(0.6, 1.0, 2), rng.uniform(0.15, 0.4, 2)]),
         bg_phase=rng.uniform(0, 2 * np.pi, _BG_WAVES),
         bg_velocity=rng.uniform(0.0, 0.015) * s * np.array([np.cos(bg_dir), np.sin(bg_dir)]),
-        bg_base=rng.uniform(0.12, 0.3, 3), bg_tint=rng.uniform(0.03, 0.08, 3),
+        bg_base=rng.uniform(0.12, 0.3, 3),
+        bg_tint=rng.uniform(0.03, 0.08, 3),
     )
 
 
@@ -165,8 +191,10 @@ def render_clips(params: list[MotionParams], size: int) -> np.ndarray:
     data-loader worker).
     """
     f32 = np.float32
-    p = {f.name: np.stack([getattr(q, f.name) for q in params]).astype(f32)
-         for f in dataclasses.fields(MotionParams)}
+    p = {
+        f.name: np.stack([getattr(q, f.name) for q in params]).astype(f32)
+        for f in dataclasses.fields(MotionParams)
+    }
     n, t = p["angle"].shape
     b = (n, 1, 1, 1)
     pix = np.arange(size, dtype=f32) + f32(0.5)
@@ -180,14 +208,16 @@ def render_clips(params: list[MotionParams], size: int) -> np.ndarray:
     qx = (cos * dx + sin * dy) / rs  # (N, T, S, S)
     qy = (cos * dy - sin * dx) / rs
     edge = 1 + p["lobe_amp"].reshape(b) * np.cos(
-        p["lobes"].reshape(b) * np.arctan2(qy, qx) + p["lobe_phase"].reshape(b))
+        p["lobes"].reshape(b) * np.arctan2(qy, qx) + p["lobe_phase"].reshape(b)
+    )
     z = (edge - np.sqrt(qx * qx + qy * qy)) * (rs * f32(1.5))
     mask = f32(0.5) + f32(0.5) * np.tanh(f32(0.5) * z)  # sigmoid: soft edge about a pixel wide
     w = f32(2 * math.pi) * p["tex_freq"].reshape(b)
     along = qx * np.cos(p["tex_angle"]).reshape(b) + qy * np.sin(p["tex_angle"]).reshape(b)
     mix = p["tex_mix"].reshape(b)
-    tex = f32(0.5) + f32(0.5) * (mix * np.cos(w * along) +
-                                 (1 - mix) * np.cos(w * qx) * np.cos(w * qy))  # in [0, 1]
+    tex = f32(0.5) + f32(0.5) * (
+        mix * np.cos(w * along) + (1 - mix) * np.cos(w * qx) * np.cos(w * qy)
+    )  # in [0, 1]
     del dx, dy, qx, qy, edge, z, along
     # Background: integer wave vectors, so it is periodic on the frame and can drift freely.
     steps = np.arange(t, dtype=f32)
@@ -199,7 +229,8 @@ def render_clips(params: list[MotionParams], size: int) -> np.ndarray:
         ph = two_pi_s * (kx[:, None, None] * (pix - shift[..., 0, None]))  # (N, T, S) over x
         ph_y = two_pi_s * (ky[:, None, None] * (pix - shift[..., 1, None]))  # over y
         bg += p["bg_amp"][:, j].reshape(b) * np.cos(
-            ph[:, :, None, :] + ph_y[:, :, :, None] + p["bg_phase"][:, j].reshape(b))
+            ph[:, :, None, :] + ph_y[:, :, :, None] + p["bg_phase"][:, j].reshape(b)
+        )
     bg = np.where(bg > 0, f32(1), f32(-1))  # two tones: flat regions with wavy borders
     out = np.empty((n, t, size, size, 3), dtype=np.uint8)
     for c in range(3):
@@ -213,26 +244,42 @@ def render_clips(params: list[MotionParams], size: int) -> np.ndarray:
 class SyntheticMotion(ClipDataset):
     """``num_clips`` rendered clips of the first ``num_classes`` motion classes (balanced)."""
 
-    def __init__(self, fmt: ClipFormat, num_clips: int, num_classes: int,
-                 split: Literal["train", "test"], *, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        fmt: ClipFormat,
+        num_clips: int,
+        num_classes: int,
+        split: Literal["train", "test"],
+        *,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         if not 2 <= num_classes <= len(MOTION_CLASSES):
-            raise ValueError(f"num_classes must lie in 2..{len(MOTION_CLASSES)}, "
-                             f"got {num_classes}")
+            raise ValueError(f"num_classes must lie in 2..{len(MOTION_CLASSES)}, got {num_classes}")
         self.split_id = _SPLIT_IDS[split]
         rng = np.random.default_rng([CONTENT_SEED, self.split_id])
         labels = rng.permutation(np.arange(num_clips) % num_classes)
-        super().__init__(dataclasses.replace(fmt, frame_stride=1), labels,
-                         list(MOTION_CLASSES[:num_classes]), flip=False)
+        super().__init__(
+            dataclasses.replace(fmt, frame_stride=1),
+            labels,
+            list(MOTION_CLASSES[:num_classes]),
+            flip=False,
+        )
         self.size = fmt.short_side
         self.split = split
         self.frames: np.ndarray | None = None
         """(N, T, S, S, 3) uint8 memory map when cached on disk."""
         if cache_dir is not None:
-            key = (f"synthetic-v{RENDER_VERSION}-{split}-n{num_clips}-k{num_classes}-"
-                   f"t{fmt.num_frames}-s{self.size}-seed{CONTENT_SEED}")
+            key = (
+                f"synthetic-v{RENDER_VERSION}-{split}-n{num_clips}-k{num_classes}-"
+                f"t{fmt.num_frames}-s{self.size}-seed{CONTENT_SEED}"
+            )
             shape = (num_clips, fmt.num_frames, self.size, self.size, 3)
-            self.frames = cached_clips(Path(cache_dir) / f"{key}.npy", shape, self.render,
-                                       desc=f"rendering synthetic {split} clips")
+            self.frames = cached_clips(
+                Path(cache_dir) / f"{key}.npy",
+                shape,
+                self.render,
+                desc=f"rendering synthetic {split} clips",
+            )
 
     def params(self, index: int) -> MotionParams:
         """The parameters of clip ``index`` (a pure function of split and index)."""
@@ -248,8 +295,7 @@ class SyntheticMotion(ClipDataset):
         return self.fmt.num_frames
 
     def read_frames(self, index: int, frames: np.ndarray) -> np.ndarray:
-        video = self.frames[index] if self.frames is not None else self.render(index,
-                                                                               index + 1)[0]
+        video = self.frames[index] if self.frames is not None else self.render(index, index + 1)[0]
         return np.asarray(video[frames])  # (T, S, S, 3)
 
     def source(self, index: int) -> str:

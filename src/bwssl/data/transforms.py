@@ -74,8 +74,9 @@ class ClipFormat:
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> ClipFormat:
-        return cls(cfg.num_frames, cfg.frame_stride, cfg.crop_size, cfg.channels, cfg.resize,
-                   cfg.resize_to)
+        return cls(
+            cfg.num_frames, cfg.frame_stride, cfg.crop_size, cfg.channels, cfg.resize, cfg.resize_to
+        )
 
     @property
     def span(self) -> int:
@@ -108,8 +109,9 @@ def random_start(rng: np.random.Generator, length: int, fmt: ClipFormat) -> int:
     return int(rng.integers(0, max(0, length - fmt.span) + 1))
 
 
-def crop_window(height: int, width: int, fmt: ClipFormat,
-                rng: np.random.Generator | None) -> tuple[int, int, int]:
+def crop_window(
+    height: int, width: int, fmt: ClipFormat, rng: np.random.Generator | None
+) -> tuple[int, int, int]:
     """(top, left, side) of the square window, in original pixels, that becomes the crop.
 
     ``rng`` draws the window position (training); ``None`` centres it (evaluation).
@@ -127,8 +129,9 @@ def crop_window(height: int, width: int, fmt: ClipFormat,
     return top, left, side
 
 
-def clip_tensor(frames: np.ndarray, window: tuple[int, int, int], flip: bool,
-                fmt: ClipFormat) -> torch.Tensor:
+def clip_tensor(
+    frames: np.ndarray, window: tuple[int, int, int], flip: bool, fmt: ClipFormat
+) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) -> normalized float32 clip (C, T, crop, crop).
 
     Cuts ``window``, scales it to ``crop_size`` (PIL bilinear, which
@@ -138,17 +141,23 @@ def clip_tensor(frames: np.ndarray, window: tuple[int, int, int], flip: bool,
     data-loader workers, where small torch ops cost more than the work.
     """
     top, left, side = window
-    x = frames[:, top:top + side, left:left + side]  # (T, side, side, 3) uint8
+    x = frames[:, top : top + side, left : left + side]  # (T, side, side, 3) uint8
     if side != fmt.crop_size:
         size = (fmt.crop_size, fmt.crop_size)
-        x = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f)).resize(
-            size, Image.Resampling.BILINEAR)) for f in x])
+        x = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.ascontiguousarray(f)).resize(size, Image.Resampling.BILINEAR)
+                )
+                for f in x
+            ]
+        )
     if flip:
         x = x[:, :, ::-1]
     x = x.astype(np.float32) / np.float32(255)
     if fmt.channels == 1:
         x = x @ np.asarray(LUMA, dtype=np.float32)[:, None]  # (T, crop, crop, 1)
-    mean = np.asarray(IMAGENET_MEAN[:fmt.channels], dtype=np.float32)
-    std = np.asarray(IMAGENET_STD[:fmt.channels], dtype=np.float32)
+    mean = np.asarray(IMAGENET_MEAN[: fmt.channels], dtype=np.float32)
+    std = np.asarray(IMAGENET_STD[: fmt.channels], dtype=np.float32)
     x = (x - mean) / std
     return torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))  # (C, T, crop, crop)

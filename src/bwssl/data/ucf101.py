@@ -87,9 +87,11 @@ def split_dir_of(cfg: DataConfig) -> Path:
 
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise DataError(f"UCF101 split file {path} does not exist; data.split_dir (default "
-                        f"ROOT/{SPLIT_DIR_NAME}) must hold classInd.txt, trainlist0N.txt and "
-                        f"testlist0N.txt from the official UCF101 train/test split archive")
+        raise DataError(
+            f"UCF101 split file {path} does not exist; data.split_dir (default "
+            f"ROOT/{SPLIT_DIR_NAME}) must hold classInd.txt, trainlist0N.txt and "
+            f"testlist0N.txt from the official UCF101 train/test split archive"
+        )
     text = path.read_text(encoding="utf-8", errors="replace")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -104,8 +106,9 @@ def read_split_lists(split_dir: Path, split: int) -> SplitLists:
     for line in _lines(split_dir / "classInd.txt"):
         idx, _, name = line.partition(" ")
         if not idx.isdigit() or not name.strip():
-            raise DataError(f"{split_dir / 'classInd.txt'}: cannot parse line {line!r} "
-                            f"(expected 'INDEX NAME')")
+            raise DataError(
+                f"{split_dir / 'classInd.txt'}: cannot parse line {line!r} (expected 'INDEX NAME')"
+            )
         names[int(idx)] = name.strip()
     if sorted(names) != list(range(1, len(names) + 1)):
         raise DataError(f"{split_dir / 'classInd.txt'}: class indices must run 1..N")
@@ -127,14 +130,17 @@ def read_split_lists(split_dir: Path, split: int) -> SplitLists:
             out.append((listed, label))
         if unknown or disagree:
             bad = unknown[:5] + disagree[:5]
-            raise DataError(f"{split_dir / file}: {len(unknown)} paths in no class of classInd.txt"
-                            f" and {len(disagree)} labels that contradict their class folder, "
-                            f"e.g. {', '.join(bad)}; use the classInd.txt of the same split "
-                            f"archive")
+            raise DataError(
+                f"{split_dir / file}: {len(unknown)} paths in no class of classInd.txt"
+                f" and {len(disagree)} labels that contradict their class folder, "
+                f"e.g. {', '.join(bad)}; use the classInd.txt of the same split "
+                f"archive"
+            )
         return out
 
-    return SplitLists(class_names, parse(f"trainlist0{split}.txt", True),
-                      parse(f"testlist0{split}.txt", False))
+    return SplitLists(
+        class_names, parse(f"trainlist0{split}.txt", True), parse(f"testlist0{split}.txt", False)
+    )
 
 
 # --- probing and the cached index --------------------------------------------------------------
@@ -195,8 +201,9 @@ class ProbeCache:
         if not self.dirty:
             return
         try:
-            atomic_write_text(self.path, json.dumps({"version": INDEX_VERSION,
-                                                     "entries": self.entries}))
+            atomic_write_text(
+                self.path, json.dumps({"version": INDEX_VERSION, "entries": self.entries})
+            )
             self.dirty = False
         except OSError as e:
             logger.warning("cannot write the UCF101 index cache %s: %s", self.path, e)
@@ -259,22 +266,29 @@ class UCF101Index:
     records: list[VideoRecord] = field(default_factory=list)
 
     def select(self, split: SplitName, status: Status | None = "ok") -> list[VideoRecord]:
-        return [r for r in self.records if r.split == split and (status is None or
-                                                                  r.status == status)]
+        return [
+            r for r in self.records if r.split == split and (status is None or r.status == status)
+        ]
 
     def count(self, status: Status, split: SplitName | None = None) -> int:
-        return sum(r.status == status and (split is None or r.split == split)
-                   for r in self.records)
+        return sum(r.status == status and (split is None or r.split == split) for r in self.records)
 
     def summary(self) -> dict[str, Any]:
         """The JSON object of ``bwssl data summary ucf101``."""
+
         def of(status: Status) -> list[VideoRecord]:
             return [r for r in self.records if r.status == status]
+
         per_split = {
-            s: {"listed": len(self.select(s, None)), "videos": len(self.select(s)),
-                "excluded_short": self.count("short", s), "unreadable": self.count("unreadable", s),
-                "missing": self.count("missing", s)}
-            for s in ("train", "test")}
+            s: {
+                "listed": len(self.select(s, None)),
+                "videos": len(self.select(s)),
+                "excluded_short": self.count("short", s),
+                "unreadable": self.count("unreadable", s),
+                "missing": self.count("missing", s),
+            }
+            for s in ("train", "test")
+        }
         return {
             "dataset": "ucf101",
             "backend": self.backend,
@@ -299,18 +313,23 @@ class UCF101Index:
         """Raise :class:`DataError` for missing files (all named) or too many unreadable ones."""
         missing = [r for r in self.records if r.status == "missing"]
         if missing:
-            where = ("data.frames_root (the output of `bwssl data extract-frames`)"
-                     if self.backend == "frames" else "data.root (one folder per class)")
+            where = (
+                "data.frames_root (the output of `bwssl data extract-frames`)"
+                if self.backend == "frames"
+                else "data.root (one folder per class)"
+            )
             names = [f"{r.listed} ({r.split})" for r in missing]
             more = ""
             if len(names) > 20:
                 logger.warning("all %d missing files:\n  %s", len(names), "\n  ".join(names))
                 more = f" and {len(names) - 20} more (all listed in the log above)"
-            text = (f"{len(missing)} of {len(self.records)} videos listed in {self.split_dir} "
-                    f"(split {self.split}) are missing under {self.base}: "
-                    f"{', '.join(names[:20])}{more}. Check {where}; `bwssl data summary ucf101 "
-                    f"--json` lists them too; or set data.allow_missing=true to go on without "
-                    f"them")
+            text = (
+                f"{len(missing)} of {len(self.records)} videos listed in {self.split_dir} "
+                f"(split {self.split}) are missing under {self.base}: "
+                f"{', '.join(names[:20])}{more}. Check {where}; `bwssl data summary ucf101 "
+                f"--json` lists them too; or set data.allow_missing=true to go on without "
+                f"them"
+            )
             if not allow_missing:
                 raise DataError(text)
             logger.warning("%s", text)
@@ -322,26 +341,32 @@ class UCF101Index:
                 f"{len(bad)} of {len(present)} listed videos under {self.base} cannot be read "
                 f"({len(bad) / len(present):.1%}, more than data.max_unreadable_fraction="
                 f"{max_unreadable_fraction}): {shown}{' ...' if len(bad) > 10 else ''}. "
-                f"Replace those files, or raise data.max_unreadable_fraction")
+                f"Replace those files, or raise data.max_unreadable_fraction"
+            )
 
 
-def index_ucf101(cfg: DataConfig, *, progress: bool = True, workers: int | None = None
-                 ) -> UCF101Index:
+def index_ucf101(
+    cfg: DataConfig, *, progress: bool = True, workers: int | None = None
+) -> UCF101Index:
     """Parse the split files and probe every listed video (cached; see the module doc)."""
     backend: Backend = "frames" if cfg.frames_root is not None else "video"
     base = Path(str(cfg.frames_root if backend == "frames" else cfg.root))
     if not base.is_dir():
         key = "data.frames_root" if backend == "frames" else "data.root"
-        raise DataError(f"{key}={base} is not a folder; give the UCF101 "
-                        f"{'frame' if backend == 'frames' else 'video'} folder (one subfolder "
-                        f"per class)")
+        raise DataError(
+            f"{key}={base} is not a folder; give the UCF101 "
+            f"{'frame' if backend == 'frames' else 'video'} folder (one subfolder "
+            f"per class)"
+        )
     split_dir = split_dir_of(cfg)
     lists = read_split_lists(split_dir, cfg.split)
     fmt = ClipFormat.from_config(cfg)
     tree = _CaseInsensitiveTree(base)
     records: list[VideoRecord] = []
-    splits: tuple[tuple[SplitName, list[tuple[str, int]]], ...] = (("train", lists.train),
-                                                                   ("test", lists.test))
+    splits: tuple[tuple[SplitName, list[tuple[str, int]]], ...] = (
+        ("train", lists.train),
+        ("test", lists.test),
+    )
     for split, items in splits:
         for listed, label in items:
             rel = listed if backend == "video" else str(Path(listed).with_suffix(""))
@@ -371,10 +396,16 @@ def index_ucf101(cfg: DataConfig, *, progress: bool = True, workers: int | None 
     if todo:
         n_workers = workers or min(16, 2 * (os.cpu_count() or 1))
         with ThreadPoolExecutor(n_workers) as pool:
-            results = pool.map(functools.partial(_probe, backend=backend),
-                               [rec.path for rec, _ in todo])
-            bar = tqdm(results, total=len(todo), desc=f"indexing UCF101 ({backend})",
-                       unit="video", disable=not progress or len(todo) < 100)
+            results = pool.map(
+                functools.partial(_probe, backend=backend), [rec.path for rec, _ in todo]
+            )
+            bar = tqdm(
+                results,
+                total=len(todo),
+                desc=f"indexing UCF101 ({backend})",
+                unit="video",
+                disable=not progress or len(todo) < 100,
+            )
             for (rec, stamp), (frames, error) in zip(todo, bar, strict=True):
                 rec.frames, rec.reason = frames, error
                 cache.put(rec.path, stamp, frames, error)
@@ -396,28 +427,40 @@ def index_ucf101(cfg: DataConfig, *, progress: bool = True, workers: int | None 
 class UCF101(ClipDataset):
     """UCF101 clips of one split (``train`` or the seeded ``eval_fraction`` of ``test``)."""
 
-    def __init__(self, cfg: DataConfig, split: SplitName, *, seed: int = 0,
-                 index: UCF101Index | None = None) -> None:
+    def __init__(
+        self, cfg: DataConfig, split: SplitName, *, seed: int = 0, index: UCF101Index | None = None
+    ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         index = index if index is not None else index_ucf101(cfg)
         index.check(cfg.allow_missing, cfg.max_unreadable_fraction)
         records = index.select(split)
         if not records:
-            raise DataError(f"no usable {split} video in {index.base} (split {index.split}): "
-                            f"{index.count('short', split)} shorter than the clip span of "
-                            f"{index.span} frames, {index.count('unreadable', split)} unreadable, "
-                            f"{index.count('missing', split)} missing")
+            raise DataError(
+                f"no usable {split} video in {index.base} (split {index.split}): "
+                f"{index.count('short', split)} shorter than the clip span of "
+                f"{index.span} frames, {index.count('unreadable', split)} unreadable, "
+                f"{index.count('missing', split)} missing"
+            )
         if split == "test" and cfg.eval_fraction < 1.0:
             rng = np.random.default_rng(seed)
             keep = max(1, round(cfg.eval_fraction * len(records)))
             records = [records[i] for i in np.sort(rng.choice(len(records), keep, replace=False))]
-        logger.info("UCF101 split %d %s: %d videos (%s backend); excluded: %d shorter than %d "
-                    "frames, %d unreadable, %d missing", index.split, split, len(records),
-                    index.backend, index.count("short", split), index.span,
-                    index.count("unreadable", split), index.count("missing", split))
-        super().__init__(ClipFormat.from_config(cfg), np.array([r.label for r in records]),
-                         index.class_names)
+        logger.info(
+            "UCF101 split %d %s: %d videos (%s backend); excluded: %d shorter than %d "
+            "frames, %d unreadable, %d missing",
+            index.split,
+            split,
+            len(records),
+            index.backend,
+            index.count("short", split),
+            index.span,
+            index.count("unreadable", split),
+            index.count("missing", split),
+        )
+        super().__init__(
+            ClipFormat.from_config(cfg), np.array([r.label for r in records]), index.class_names
+        )
         self.backend = index.backend
         self.paths = [r.path for r in records]
         self.lengths = np.array([r.frames for r in records], dtype=np.int64)

@@ -32,8 +32,14 @@ folder for a video it cannot decode, so the frame backend counts it as unreadabl
 IO_TIMEOUT_S = 30.0
 """Seconds PyAV waits on an open or a read before giving up (never hang on a bad mount)."""
 
-_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError, IndexError,
-                                               RuntimeError, EOFError)
+_AV_ERRORS: tuple[type[BaseException], ...] = (
+    av.FFmpegError,
+    OSError,
+    ValueError,
+    IndexError,
+    RuntimeError,
+    EOFError,
+)
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,11 @@ def read_video(path: str | Path, indices: np.ndarray) -> np.ndarray:
 def list_frames(folder: str | Path) -> list[str]:
     """Sorted names of the frame images of a frame folder."""
     try:
-        names = [e.name for e in os.scandir(folder)
-                 if e.name.lower().endswith(FRAME_EXTENSIONS) and not e.name.startswith(".")]
+        names = [
+            e.name
+            for e in os.scandir(folder)
+            if e.name.lower().endswith(FRAME_EXTENSIONS) and not e.name.startswith(".")
+        ]
     except OSError as e:
         raise VideoReadError(f"cannot list frame folder: {e}") from e
     return sorted(names)
@@ -117,8 +126,9 @@ def read_frame_folder(folder: str | Path, indices: np.ndarray) -> np.ndarray:
     """Load the frames at ``indices`` (T,) of a frame folder: uint8 RGB (T, H, W, 3)."""
     names = list_frames(folder)
     if int(indices.max()) >= len(names):
-        raise VideoReadError(f"holds {len(names)} frames, the clip needs frame "
-                             f"{int(indices.max()) + 1}")
+        raise VideoReadError(
+            f"holds {len(names)} frames, the clip needs frame {int(indices.max()) + 1}"
+        )
     frames = []
     for i in indices:
         try:
@@ -135,8 +145,9 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
     return np.stack(frames)  # (T, H, W, 3)
 
 
-def extract_frames(src: str | Path, dst: str | Path, *, quality: int = 90,
-                   short_side: int | None = None) -> int:
+def extract_frames(
+    src: str | Path, dst: str | Path, *, quality: int = 90, short_side: int | None = None
+) -> int:
     """Decode every frame of ``src`` into ``dst/000001.jpg, ...``; returns the frame count.
 
     Atomic: frames go to a hidden temporary folder next to ``dst`` that is
@@ -157,14 +168,15 @@ def extract_frames(src: str | Path, dst: str | Path, *, quality: int = 90,
                 img = frame.to_image()
                 if short_side is not None:
                     scale = short_side / min(img.size)
-                    img = img.resize((round(img.width * scale), round(img.height * scale)),
-                                     Image.Resampling.BILINEAR)
+                    img = img.resize(
+                        (round(img.width * scale), round(img.height * scale)),
+                        Image.Resampling.BILINEAR,
+                    )
                 img.save(tmp / f"{count:06d}.jpg", quality=quality)
         if count == 0:
             raise VideoReadError("no decodable video frame")
         if claimed is not None and count < claimed:
-            raise VideoReadError(f"truncated: decoded {count} frames, its header claims "
-                                 f"{claimed}")
+            raise VideoReadError(f"truncated: decoded {count} frames, its header claims {claimed}")
         if dst.exists():  # another process finished it first
             shutil.rmtree(tmp)
         else:

@@ -410,8 +410,10 @@ def export_hf(
         raise UserError(f"export needs safetensors: {INSTALL_HINT}") from e
     model = source if isinstance(source, BlockwiseModel) else load_model(source)
     if model.objective.cfg.model.arch != "video_vit":
-        raise UserError(f"only video ViT encoders can be exported to Hugging Face VideoMAE, "
-                        f"not model.arch={model.objective.cfg.model.arch}")
+        raise UserError(
+            f"only video ViT encoders can be exported to Hugging Face VideoMAE, "
+            f"not model.arch={model.objective.cfg.model.arch}"
+        )
     if model.head_key != "decoders":
         decoder = False  # a joint-embedding projector has no VideoMAE counterpart
     out = Path(out_dir)
@@ -461,6 +463,8 @@ def export_hf(
 
     out.mkdir(parents=True, exist_ok=True)
     hf_cfg.save_pretrained(str(out))
-    atomic_write_file(out / "model.safetensors",
-                      lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write_file(
+        out / "model.safetensors",
+        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}),
+    )
     return out

@@ -43,8 +43,7 @@ class Backbone(nn.Module):
     def num_blocks(self) -> int:
         return len(self.blocks)
 
-    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None
-                      ) -> torch.Tensor:
+    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
         """Block k's output from its input (block 0: the clip and ``inp``)."""
         if k == 0:
             return self.blocks[0](x, inp)

@@ -31,16 +31,18 @@ class BlockwiseModel(nn.Module):
     objective holds no parameters, so every weight has exactly one key.
     """
 
-    def __init__(self, backbone: Backbone, objective: Objective,
-                 head_blocks: Sequence[int]) -> None:
+    def __init__(
+        self, backbone: Backbone, objective: Objective, head_blocks: Sequence[int]
+    ) -> None:
         super().__init__()
         self.blocks = backbone.blocks
         self.__dict__["backbone"] = backbone
         self.__dict__["objective"] = objective
         self.head_blocks = tuple(sorted(head_blocks))
         self.head_key = objective.head_key
-        self.add_module(self.head_key, nn.ModuleDict(objective.make_heads(backbone,
-                                                                          self.head_blocks)))
+        self.add_module(
+            self.head_key, nn.ModuleDict(objective.make_heads(backbone, self.head_blocks))
+        )
 
     backbone: Backbone
     objective: Objective
@@ -72,8 +74,7 @@ class BlockwiseModel(nn.Module):
             params += list(self.head(k).parameters())
         return params
 
-    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None
-                      ) -> torch.Tensor:
+    def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
         return self.backbone.forward_block(k, x, inp)
 
     def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -94,8 +95,10 @@ class BlockwiseModel(nn.Module):
         form). With ``detach`` a stop-gradient sits at every block boundary."""
         xs, losses = step.views, {}
         for k in range(self.num_blocks):
-            xs = [self.forward_block(k, x, inp if k == 0 else None)
-                  for x, inp in zip(xs, step.block_inputs, strict=True)]
+            xs = [
+                self.forward_block(k, x, inp if k == 0 else None)
+                for x, inp in zip(xs, step.block_inputs, strict=True)
+            ]
             if k in self.head_blocks:
                 losses[k] = self.objective.loss(k, xs, self.head(k), step, self.backbone)
             if detach:
@@ -122,8 +125,9 @@ def clip_shape(cfg: Config) -> ClipShape:
     return ClipShape(cfg.data.channels, cfg.data.num_frames, cfg.data.crop_size)
 
 
-def recut_e2e_state(state: dict[str, torch.Tensor], src: ModelConfig, dst: ModelConfig,
-                    head_key: str = "decoders") -> dict[str, torch.Tensor]:
+def recut_e2e_state(
+    state: dict[str, torch.Tensor], src: ModelConfig, dst: ModelConfig, head_key: str = "decoders"
+) -> dict[str, torch.Tensor]:
     """An E2E model's state dict re-keyed for the block boundaries of ``dst``.
 
     E2E training does not depend on where the encoder is cut: it is one

@@ -14,8 +14,16 @@ class Decoder(nn.Module):
     ``P`` is the number of pixel values in one tubelet (t * p * p * C).
     """
 
-    def __init__(self, enc_dim: int, dim: int, depth: int, heads: int, mlp_ratio: float,
-                 num_tokens: int, out_dim: int) -> None:
+    def __init__(
+        self,
+        enc_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        num_tokens: int,
+        out_dim: int,
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(enc_dim, dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -26,8 +34,9 @@ class Decoder(nn.Module):
         init_weights(self)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, visible: torch.Tensor, visible_idx: torch.Tensor,
-                target_idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, visible: torch.Tensor, visible_idx: torch.Tensor, target_idx: torch.Tensor
+    ) -> torch.Tensor:
         """``visible_idx`` (B, N_vis) and ``target_idx`` (B, M) index the token grid."""
         x = self.embed(visible) + self.pos_embed[visible_idx]  # (B, N_vis, Dd)
         b, m = target_idx.shape

@@ -1,5 +1,4 @@
-"""The backbones bwssl can build, by ``model.arch``: adding one is its own file and one line here.
-"""
+"""The backbones bwssl can build, by ``model.arch``: adding one is its own file and one line here."""
 
 from __future__ import annotations
 
@@ -12,8 +11,9 @@ from bwssl.models.backbone import Backbone, ClipShape
 def _video_vit(cfg: Config) -> Backbone:
     from bwssl.models.video_vit import VideoViT
 
-    return VideoViT(cfg.model, ClipShape(cfg.data.channels, cfg.data.num_frames,
-                                         cfg.data.crop_size))
+    return VideoViT(
+        cfg.model, ClipShape(cfg.data.channels, cfg.data.num_frames, cfg.data.crop_size)
+    )
 
 
 BACKBONES: dict[str, Callable[[Config], Backbone]] = {

@@ -38,8 +38,9 @@ class TubeletEmbed(nn.Module):
 
     def __init__(self, in_chans: int, dim: int, tubelet: int, patch: int) -> None:
         super().__init__()
-        self.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch),
-                              stride=(tubelet, patch, patch))
+        self.proj = nn.Conv3d(
+            in_chans, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch)
+        )
 
     def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens (B, N, D), w fastest; with ``keep`` ((B, N) bool, the same count per clip)
@@ -98,8 +99,9 @@ class Layer(nn.Module):
 class LayerStack(nn.Module):
     """A sequence of layers, optionally recomputed in backward (activation checkpointing)."""
 
-    def __init__(self, depth: int, dim: int, heads: int, mlp_ratio: float,
-                 grad_checkpointing: bool = False) -> None:
+    def __init__(
+        self, depth: int, dim: int, heads: int, mlp_ratio: float, grad_checkpointing: bool = False
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(Layer(dim, heads, mlp_ratio) for _ in range(depth))
         self.grad_checkpointing = grad_checkpointing
@@ -137,17 +139,20 @@ def init_weights(module: nn.Module) -> None:
 class EncoderBlock(nn.Module):
     """Layers [start, stop) of the encoder; block 0 embeds, the last block normalizes."""
 
-    def __init__(self, cfg: ModelConfig, clip: ClipShape, start: int, stop: int,
-                 first: bool, last: bool) -> None:
+    def __init__(
+        self, cfg: ModelConfig, clip: ClipShape, start: int, stop: int, first: bool, last: bool
+    ) -> None:
         super().__init__()
         self.embed: TubeletEmbed | None = None
         if first:
-            self.embed = TubeletEmbed(clip.channels, cfg.embed_dim, cfg.tubelet_size,
-                                      cfg.patch_size)
+            self.embed = TubeletEmbed(
+                clip.channels, cfg.embed_dim, cfg.tubelet_size, cfg.patch_size
+            )
             n = (clip.frames // cfg.tubelet_size) * (clip.size // cfg.patch_size) ** 2
             self.register_buffer("pos_embed", sinusoid_table(n, cfg.embed_dim), persistent=False)
-        self.layers = LayerStack(stop - start, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio,
-                                 cfg.grad_checkpointing)
+        self.layers = LayerStack(
+            stop - start, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.grad_checkpointing
+        )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if last else None
 
     def forward(self, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
@@ -160,7 +165,8 @@ class EncoderBlock(nn.Module):
                 x = self.embed(x) + pos  # (B, N, D)
             else:  # only the kept tubelets are embedded: (B, N_keep, D)
                 x = self.embed(x, keep) + pos.expand(x.shape[0], -1, -1)[keep].view(
-                    x.shape[0], -1, pos.shape[-1])
+                    x.shape[0], -1, pos.shape[-1]
+                )
         x = self.layers(x)
         return self.norm(x) if self.norm is not None else x
 
@@ -175,10 +181,14 @@ class VideoViT(Backbone):
         k = len(ranges)
         self.blocks = nn.ModuleList(
             EncoderBlock(cfg, clip, a, b, first=i == 0, last=i == k - 1)
-            for i, (a, b) in enumerate(ranges))
+            for i, (a, b) in enumerate(ranges)
+        )
         init_weights(self.blocks)
-        self.grid = (clip.frames // cfg.tubelet_size, clip.size // cfg.patch_size,
-                     clip.size // cfg.patch_size)
+        self.grid = (
+            clip.frames // cfg.tubelet_size,
+            clip.size // cfg.patch_size,
+            clip.size // cfg.patch_size,
+        )
 
     def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """The mean of the tokens (the model has no class token): (B, N, D) -> (B, D)."""

@@ -32,8 +32,7 @@ class StepKey:
 
     def generator(self, stream: int) -> torch.Generator:
         """A CPU generator for one kind of draw (``stream`` keeps kinds apart)."""
-        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.step,
-                                                         stream))
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.step, stream))
 
 
 def derive_seed(*keys: int) -> int:
@@ -83,13 +82,15 @@ class Objective:
     def head_name(self, k: int) -> str:
         return "0" if self.shared_head else str(k)
 
-    def prepare(self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *,
-                train: bool = True) -> StepData:
+    def prepare(
+        self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
+    ) -> StepData:
         """Step inputs for ``video`` (B, C, T, H, W), the ``rows`` of ``key``'s global batch.
         ``train=False`` gives the evaluation form (analysis)."""
         raise NotImplementedError
 
-    def loss(self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData,
-             backbone: Backbone) -> torch.Tensor:
+    def loss(
+        self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
+    ) -> torch.Tensor:
         """Block k's loss from its outputs (one per view) and its head."""
         raise NotImplementedError

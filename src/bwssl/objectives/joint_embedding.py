@@ -26,43 +26,55 @@ class JointEmbedding(Objective):
     head_key = "projectors"
     min_batch = 2
 
-    def __init__(self, cfg: Config,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, cfg: Config, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> None:
         super().__init__(cfg)
         self.loss_fn = loss_fn
 
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         return Projector(backbone.feature_dim(k), list(self.cfg.objective.projector))
 
-    def prepare(self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *,
-                train: bool = True) -> StepData:
+    def prepare(
+        self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
+    ) -> StepData:
         v = self.cfg.objective.views
         views = []
         for stream in VIEW_STREAMS:
             params = draw_view_params(
-                key.batch_size, key.generator(stream), scale=(v.scale[0], v.scale[1]),
-                ratio=(v.ratio[0], v.ratio[1]), flip_prob=v.flip_prob, jitter=v.jitter,
-                jitter_prob=v.jitter_prob)
+                key.batch_size,
+                key.generator(stream),
+                scale=(v.scale[0], v.scale[1]),
+                ratio=(v.ratio[0], v.ratio[1]),
+                flip_prob=v.flip_prob,
+                jitter=v.jitter,
+                jitter_prob=v.jitter_prob,
+            )
             views.append(apply_view(video, params.rows(rows)))
         return StepData(views, [None, None])
 
-    def loss(self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData,
-             backbone: Backbone) -> torch.Tensor:
+    def loss(
+        self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
+    ) -> torch.Tensor:
         z1, z2 = (head(backbone.pool(k, h)) for h in outs)
         return self.loss_fn(z1, z2)
 
 
 def barlow_twins(cfg: Config) -> Objective:
     o = cfg.objective
-    return JointEmbedding(cfg, lambda a, b: barlow_twins_loss(a, b, lambd=o.barlow_lambda,
-                                                              scale=o.barlow_scale))
+    return JointEmbedding(
+        cfg, lambda a, b: barlow_twins_loss(a, b, lambd=o.barlow_lambda, scale=o.barlow_scale)
+    )
 
 
 def vicreg(cfg: Config) -> Objective:
     o = cfg.objective
-    return JointEmbedding(cfg, lambda a, b: vicreg_loss(a, b, sim_coeff=o.vicreg_sim,
-                                                        std_coeff=o.vicreg_std,
-                                                        cov_coeff=o.vicreg_cov))
+    return JointEmbedding(
+        cfg,
+        lambda a, b: vicreg_loss(
+            a, b, sim_coeff=o.vicreg_sim, std_coeff=o.vicreg_std, cov_coeff=o.vicreg_cov
+        ),
+    )
 
 
 def simclr(cfg: Config) -> Objective:

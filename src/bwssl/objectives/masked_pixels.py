@@ -1,5 +1,4 @@
-"""Masked pixel reconstruction (VideoMAE): tube masks, a decoder per block, normalized-pixel MSE.
-"""
+"""Masked pixel reconstruction (VideoMAE): tube masks, a decoder per block, normalized-pixel MSE."""
 
 from __future__ import annotations
 
@@ -20,8 +19,9 @@ MASK_STREAM, TARGET_STREAM = 2, 3
 """Generator streams of the step key: the token mask, the decoder's subset of masked tokens."""
 
 
-def patch_targets(video: torch.Tensor, tubelet: int, patch: int,
-                  normalize: bool = True) -> torch.Tensor:
+def patch_targets(
+    video: torch.Tensor, tubelet: int, patch: int, normalize: bool = True
+) -> torch.Tensor:
     """Per-token pixel targets (B, N, t*p*p*C) from a normalized clip (B, C, T, H, W).
 
     Pixels are first mapped back to [0, 1]. With ``normalize`` each tubelet is
@@ -34,8 +34,9 @@ def patch_targets(video: torch.Tensor, tubelet: int, patch: int,
     # -> (B, T', H', W', t, p, p, C) -> (B, N, t*p*p, C)
     x = x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, -1, tubelet * patch * patch, c)
     if normalize:
-        x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True)
-                                                  .sqrt() + 1e-6)
+        x = (x - x.mean(dim=-2, keepdim=True)) / (
+            x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        )
     return x.flatten(2)
 
 
@@ -52,8 +53,7 @@ def split_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order[:, :n_vis].reshape(b, -1), order[:, n_vis:].reshape(b, -1)
 
 
-def decoder_subset(masked_idx: torch.Tensor, fraction: float, gen: torch.Generator
-                   ) -> torch.Tensor:
+def decoder_subset(masked_idx: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
     """Decoder masking: a random subset of the masked tokens for the decoders to rebuild.
 
     ``masked_idx`` is (B, N_mask); returns (B, M) with M = round(fraction * N_mask), in
@@ -98,22 +98,33 @@ class MaskedPixels(Objective):
 
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         m, d = self.cfg.model, self.cfg.data
-        out_dim = m.tubelet_size * m.patch_size ** 2 * d.channels
-        return Decoder(backbone.feature_dim(k), m.decoder_dim, m.decoder_depth, m.decoder_heads,
-                       m.mlp_ratio, backbone.num_tokens(0), out_dim)
+        out_dim = m.tubelet_size * m.patch_size**2 * d.channels
+        return Decoder(
+            backbone.feature_dim(k),
+            m.decoder_dim,
+            m.decoder_depth,
+            m.decoder_heads,
+            m.mlp_ratio,
+            backbone.num_tokens(0),
+            out_dim,
+        )
 
-    def prepare(self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *,
-                train: bool = True) -> MaskedStep:
+    def prepare(
+        self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
+    ) -> MaskedStep:
         mc = self.cfg.mask
-        glob = make_mask(mc.kind, key.batch_size, self.grid, mc.ratio,
-                         key.generator(MASK_STREAM))  # (B_global, N)
+        glob = make_mask(
+            mc.kind, key.batch_size, self.grid, mc.ratio, key.generator(MASK_STREAM)
+        )  # (B_global, N)
         _, masked = split_indices(glob)
-        target = decoder_subset(masked, mc.decoder_ratio if train else 1.0,
-                                key.generator(TARGET_STREAM))
+        target = decoder_subset(
+            masked, mc.decoder_ratio if train else 1.0, key.generator(TARGET_STREAM)
+        )
         return self.step_from_mask(video, glob[rows], target[rows])
 
-    def step_from_mask(self, video: torch.Tensor, mask: torch.Tensor,
-                       target_idx: torch.Tensor | None = None) -> MaskedStep:
+    def step_from_mask(
+        self, video: torch.Tensor, mask: torch.Tensor, target_idx: torch.Tensor | None = None
+    ) -> MaskedStep:
         """The micro-batch of ``video`` under a given (B, N) mask (True = hidden); the decoders
         rebuild ``target_idx`` (B, M), by default every masked token."""
         dev = video.device
@@ -121,16 +132,19 @@ class MaskedPixels(Objective):
         visible, masked = split_indices(mask)
         target = masked if target_idx is None else target_idx.to(dev)
         m = self.cfg.model
-        pixels = patch_targets(video, m.tubelet_size, m.patch_size,
-                               self.cfg.loss.target == "norm_pixels")
+        pixels = patch_targets(
+            video, m.tubelet_size, m.patch_size, self.cfg.loss.target == "norm_pixels"
+        )
         return MaskedStep([video], [BlockInput(keep=~mask)], visible, target, pixels)
 
-    def loss(self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData,
-             backbone: Backbone) -> torch.Tensor:
+    def loss(
+        self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
+    ) -> torch.Tensor:
         assert isinstance(step, MaskedStep)
         assert step.target_idx is not None and step.targets is not None
         (h,) = outs
         pred = head(h, step.visible_idx, step.target_idx)  # (B, M, P)
-        tgt = torch.gather(step.targets, 1,
-                           step.target_idx.unsqueeze(-1).expand(-1, -1, step.targets.shape[-1]))
+        tgt = torch.gather(
+            step.targets, 1, step.target_idx.unsqueeze(-1).expand(-1, -1, step.targets.shape[-1])
+        )
         return masked_mse(pred, tgt)

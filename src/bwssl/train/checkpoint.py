@@ -26,8 +26,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states (CUDA too when present)."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

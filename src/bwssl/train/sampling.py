@@ -24,8 +24,16 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
     (this one takes ``rank::world``); ``start`` skips batches already trained.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, epoch: int = 0,
-                 start: int = 0, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        epoch: int = 0,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.epoch, self.start, self.rank, self.world = epoch, start, rank, world
 
@@ -40,5 +48,5 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
         order = rng.permutation(self.num_items)
         aug = rng.integers(0, 2**31 - 1, size=self.num_items)
         for step in range(self.start, self.steps()):
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield [(int(i), int(aug[i])) for i in idx[self.rank::self.world]]
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            yield [(int(i), int(aug[i])) for i in idx[self.rank :: self.world]]

@@ -67,8 +67,9 @@ class Unit:
     scaler: torch.amp.GradScaler | None
 
 
-def param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float
-                 ) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, params: list[nn.Parameter], weight_decay: float
+) -> list[dict[str, Any]]:
     """AdamW groups: no decay on 1-D parameters (biases, norms, q/v bias) and mask tokens."""
     wanted = {id(p) for p in params}
     decay, no_decay = [], []
@@ -76,8 +77,10 @@ def param_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: flo
         if id(p) not in wanted:
             continue
         (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -100,20 +103,27 @@ class Trainer:
             if cfg.model.shared_decoder:
                 raise UserError("model.shared_decoder is not supported with several processes")
             if cfg.train.batch_size % (self.world * cfg.train.accum_steps):
-                raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by "
-                                f"world size x train.accum_steps = "
-                                f"{self.world * cfg.train.accum_steps}")
+                raise UserError(
+                    f"train.batch_size={cfg.train.batch_size} must be divisible by "
+                    f"world size x train.accum_steps = "
+                    f"{self.world * cfg.train.accum_steps}"
+                )
             per_process = cfg.train.batch_size // (self.world * cfg.train.accum_steps)
             need = build_objective(cfg).min_batch
             if per_process < need:
-                raise UserError(f"objective {cfg.objective.name} needs micro-batches of at least "
-                                f"{need} clips per process; train.batch_size="
-                                f"{cfg.train.batch_size} over {self.world} processes and "
-                                f"{cfg.train.accum_steps} accumulation steps gives "
-                                f"{per_process}: raise train.batch_size")
+                raise UserError(
+                    f"objective {cfg.objective.name} needs micro-batches of at least "
+                    f"{need} clips per process; train.batch_size="
+                    f"{cfg.train.batch_size} over {self.world} processes and "
+                    f"{cfg.train.accum_steps} accumulation steps gives "
+                    f"{per_process}: raise train.batch_size"
+                )
             local = int(os.environ.get("LOCAL_RANK", "0"))
-            self.device = (torch.device("cuda", local) if torch.cuda.is_available()
-                           and cfg.train.device != "cpu" else torch.device("cpu"))
+            self.device = (
+                torch.device("cuda", local)
+                if torch.cuda.is_available() and cfg.train.device != "cpu"
+                else torch.device("cpu")
+            )
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         else:
@@ -121,8 +131,10 @@ class Trainer:
         enable_tf32(self.device)
         self.amp_dtype = resolve_amp_dtype(cfg.train.precision, self.device)
         if self.amp_dtype == torch.float16 and cfg.model.shared_decoder:
-            raise UserError("train.precision=fp16 needs a loss scaler per block, which a shared "
-                            "decoder (model.shared_decoder=true) cannot have; use bf16 or fp32")
+            raise UserError(
+                "train.precision=fp16 needs a loss scaler per block, which a shared "
+                "decoder (model.shared_decoder=true) cannot have; use bf16 or fp32"
+            )
         self.stages = stages(cfg.regime, cfg.model.num_blocks)
         self._tb: Any = None
 
@@ -159,17 +171,20 @@ class Trainer:
                 if self.world > 1 and wrap:
                     ids = [self.device.index] if self.device.type == "cuda" else None
                     # Positions are fixed buffers: nothing to broadcast at every forward.
-                    fwd = nn.parallel.DistributedDataParallel(fwd, device_ids=ids,
-                                                              broadcast_buffers=False)
+                    fwd = nn.parallel.DistributedDataParallel(
+                        fwd, device_ids=ids, broadcast_buffers=False
+                    )
                 if tc.compile and wrap:
                     # Static shapes: each unit sees fixed shapes (block 1 the clip, the others
                     # tokens), and inductor's dynamic-shape graphs, which recompiles of the
                     # shared forward code switch on, crashed in backward on an H100.
                     fwd = torch.compile(fwd, backend=tc.compile_backend, dynamic=False)
-            opt = adamw(param_groups(model, params, tc.weight_decay), tc.lr,
-                        (tc.betas[0], tc.betas[1]))
-            scaler = (torch.amp.GradScaler(self.device.type)
-                      if self.amp_dtype == torch.float16 else None)
+            opt = adamw(
+                param_groups(model, params, tc.weight_decay), tc.lr, (tc.betas[0], tc.betas[1])
+            )
+            scaler = (
+                torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+            )
             units.append(Unit(blocks, fwd, params, opt, scaler))
         return units
 
@@ -184,8 +199,10 @@ class Trainer:
         data = build_dataset(cfg.data, "train", seed=cfg.seed)
         steps_per_epoch = len(data) // cfg.train.batch_size
         if steps_per_epoch < 1:
-            raise UserError(f"the training set has {len(data)} clips, fewer than "
-                            f"train.batch_size={cfg.train.batch_size}; lower the batch size")
+            raise UserError(
+                f"the training set has {len(data)} clips, fewer than "
+                f"train.batch_size={cfg.train.batch_size}; lower the batch size"
+            )
         if self.rank == 0:
             run.prepare(cfg, environment(self.device, cfg.seed))
         if self.world > 1:
@@ -204,23 +221,29 @@ class Trainer:
             set_rng_state(ckpt["rng"])
             if self.rank == 0:
                 run.truncate_metrics(pos.global_step)
-            self._say(f"resuming {run.root} at stage {pos.stage + 1}, epoch {pos.epoch + 1}, "
-                      f"step {pos.step} (global step {pos.global_step})")
+            self._say(
+                f"resuming {run.root} at stage {pos.stage + 1}, epoch {pos.epoch + 1}, "
+                f"step {pos.step} (global step {pos.global_step})"
+            )
 
-        sampler = EpochBatchSampler(len(data), cfg.train.batch_size, cfg.seed,
-                                    rank=self.rank, world=self.world)
-        loader = make_loader(data, sampler, cfg.train.num_workers,
-                             pin_memory=self.device.type == "cuda")
-        peak = cfg.train.lr * (cfg.train.batch_size / cfg.train.lr_scale_batch
-                               if cfg.train.lr_scale_batch else 1.0)
+        sampler = EpochBatchSampler(
+            len(data), cfg.train.batch_size, cfg.seed, rank=self.rank, world=self.world
+        )
+        loader = make_loader(
+            data, sampler, cfg.train.num_workers, pin_memory=self.device.type == "cuda"
+        )
+        peak = cfg.train.lr * (
+            cfg.train.batch_size / cfg.train.lr_scale_batch if cfg.train.lr_scale_batch else 1.0
+        )
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
 
         prev: list[Unit] = []
-        for stage in self.stages[pos.stage:]:
+        for stage in self.stages[pos.stage :]:
             units = self.prepare_stage(model, stage)
             saved = ckpt["units"] if ckpt is not None else []
-            saved_stage = (ckpt.get("units_stage", ckpt["position"]["stage"])
-                           if ckpt is not None else None)
+            saved_stage = (
+                ckpt.get("units_stage", ckpt["position"]["stage"]) if ckpt is not None else None
+            )
             if saved and saved_stage == stage.index:
                 load_unit_states(units, saved)
             elif stage.carry_optimizer:
@@ -228,8 +251,18 @@ class Trainer:
                     prev = self.units(model, self.stages[stage.index - 1], wrap=False)
                     load_unit_states(prev, saved)
                 carry_optimizer_state(prev, units)
-            self._run_stage(model, stage, units, sampler, loader, pos, steps_per_epoch,
-                            self.stage_steps(stage, steps_per_epoch), peak, warmup)
+            self._run_stage(
+                model,
+                stage,
+                units,
+                sampler,
+                loader,
+                pos,
+                steps_per_epoch,
+                self.stage_steps(stage, steps_per_epoch),
+                peak,
+                warmup,
+            )
             pos.stage, pos.epoch, pos.step = stage.index + 1, 0, 0
             following = self.stages[stage.index + 1] if stage.index + 1 < len(self.stages) else None
             carry = following is not None and following.carry_optimizer
@@ -253,14 +286,30 @@ class Trainer:
             total = min(total, self.cfg.train.max_steps)
         return total
 
-    def _run_stage(self, model: BlockwiseModel, stage: Stage, units: list[Unit],
-                   sampler: EpochBatchSampler, loader: Any, pos: Position, steps_per_epoch: int,
-                   total: int, peak: float, warmup: int) -> None:
+    def _run_stage(
+        self,
+        model: BlockwiseModel,
+        stage: Stage,
+        units: list[Unit],
+        sampler: EpochBatchSampler,
+        loader: Any,
+        pos: Position,
+        steps_per_epoch: int,
+        total: int,
+        peak: float,
+        warmup: int,
+    ) -> None:
         cfg = self.cfg
         label = f"{cfg.regime} stage {stage.index + 1}/{len(self.stages)}"
-        bar = tqdm(total=total, initial=min(total, pos.epoch * steps_per_epoch + pos.step),
-                   desc=label, unit="step", file=sys.stderr, dynamic_ncols=True,
-                   disable=not cfg.train.progress or self.rank != 0)
+        bar = tqdm(
+            total=total,
+            initial=min(total, pos.epoch * steps_per_epoch + pos.step),
+            desc=label,
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not cfg.train.progress or self.rank != 0,
+        )
         window: dict[int, list[float]] = {}
         epoch_losses: dict[int, list[float]] = {}
         t_log, clips_log = time.perf_counter(), 0
@@ -289,17 +338,27 @@ class Trainer:
                 epoch_done = pos.step == steps_per_epoch
                 if pos.global_step % cfg.train.log_every == 0 or epoch_done:
                     now = time.perf_counter()
-                    self._log({"step": pos.global_step, "stage": stage.index, "epoch": pos.epoch,
-                               "loss": {str(k): sum(v) / len(v) for k, v in window.items()},
-                               "lr": lr, "clips_per_s": clips_log / max(now - t_log, 1e-9),
-                               "skipped": pos.skipped})
+                    self._log(
+                        {
+                            "step": pos.global_step,
+                            "stage": stage.index,
+                            "epoch": pos.epoch,
+                            "loss": {str(k): sum(v) / len(v) for k, v in window.items()},
+                            "lr": lr,
+                            "clips_per_s": clips_log / max(now - t_log, 1e-9),
+                            "skipped": pos.skipped,
+                        }
+                    )
                     window, t_log, clips_log = {}, now, 0
                 if epoch_done:
                     now = time.perf_counter()
-                    text = " ".join(f"L{k + 1}={sum(v) / len(v):.4f}"
-                                    for k, v in sorted(epoch_losses.items()))
-                    bar.write(f"{label} epoch {pos.epoch + 1}/{cfg.train.epochs}: {text} "
-                              f"({clips_epoch / max(now - t_epoch, 1e-9):.1f} clips/s)")
+                    text = " ".join(
+                        f"L{k + 1}={sum(v) / len(v):.4f}" for k, v in sorted(epoch_losses.items())
+                    )
+                    bar.write(
+                        f"{label} epoch {pos.epoch + 1}/{cfg.train.epochs}: {text} "
+                        f"({clips_epoch / max(now - t_epoch, 1e-9):.1f} clips/s)"
+                    )
                     epoch_losses, t_epoch, clips_epoch = {}, now, 0
                     pos.epoch, pos.step = pos.epoch + 1, 0
                 if pos.global_step % cfg.train.checkpoint_every == 0:
@@ -308,8 +367,15 @@ class Trainer:
                     break
         bar.close()
 
-    def step(self, model: BlockwiseModel, stage: Stage, units: list[Unit], batch: ClipBatch,
-             pos: Position, lr: float) -> dict[int, float]:
+    def step(
+        self,
+        model: BlockwiseModel,
+        stage: Stage,
+        units: list[Unit],
+        batch: ClipBatch,
+        pos: Position,
+        lr: float,
+    ) -> dict[int, float]:
         """One optimizer step of every unit on ``batch`` at ``pos``; returns the mean loss
         per block. Raises TrainingDiverged on a non-finite loss (in any process)."""
         cfg, dev = self.cfg, self.device
@@ -321,7 +387,7 @@ class Trainer:
         # The objective draws masks and views for the whole global batch; this process's
         # clips are its rows rank, rank + world, ...
         key = StepKey(cfg.seed, pos.epoch, pos.step, cfg.train.batch_size)
-        rows = torch.arange(self.rank, cfg.train.batch_size, self.world)[:batch.video.shape[0]]
+        rows = torch.arange(self.rank, cfg.train.batch_size, self.world)[: batch.video.shape[0]]
         video = batch.video.to(dev, non_blocking=True)
         accum = cfg.train.accum_steps
         sums: dict[int, torch.Tensor] = {}
@@ -330,13 +396,18 @@ class Trainer:
             xs = prepared.views
             with torch.no_grad(), self.autocast():
                 for k in range(stage.frozen):
-                    xs = [model.forward_block(k, x, inp if k == 0 else None)
-                          for x, inp in zip(xs, prepared.block_inputs, strict=True)]
+                    xs = [
+                        model.forward_block(k, x, inp if k == 0 else None)
+                        for x, inp in zip(xs, prepared.block_inputs, strict=True)
+                    ]
             for unit in units:
                 if unit.forward is None:
                     continue
-                sync = (unit.forward.no_sync() if self.world > 1 and i < accum - 1
-                        and hasattr(unit.forward, "no_sync") else contextlib.nullcontext())
+                sync = (
+                    unit.forward.no_sync()
+                    if self.world > 1 and i < accum - 1 and hasattr(unit.forward, "no_sync")
+                    else contextlib.nullcontext()
+                )
                 with sync:
                     with self.autocast():
                         xs, losses = unit.forward(xs, prepared)
@@ -369,13 +440,16 @@ class Trainer:
         values = values.cpu() if finite.item() == 1 else local
         if finite.item() < 1:
             if torch.isfinite(values).all():
-                raise TrainingDiverged(f"a loss became NaN or inf in another process at global "
-                                       f"step {pos.global_step + 1}")
+                raise TrainingDiverged(
+                    f"a loss became NaN or inf in another process at global "
+                    f"step {pos.global_step + 1}"
+                )
             bad = keys[int((~torch.isfinite(values)).nonzero()[0, 0])]
             raise TrainingDiverged(
                 f"the loss of block {bad + 1} became {values[keys.index(bad)].item()} at global "
                 f"step {pos.global_step + 1} (stage {stage.index + 1}); the last good checkpoint "
-                f"is kept in {self.run.last.parent}; lower train.lr or set train.clip_grad")
+                f"is kept in {self.run.last.parent}; lower train.lr or set train.clip_grad"
+            )
         return dict(zip(keys, values.tolist(), strict=True))
 
     def _apply(self, unit: Unit) -> None:
@@ -393,13 +467,17 @@ class Trainer:
         unit.optimizer.zero_grad(set_to_none=True)
 
     # --- state -------------------------------------------------------------------------------
-    def _payload(self, model: BlockwiseModel, units: list[Unit], pos: Position
-                 ) -> dict[str, Any]:
+    def _payload(self, model: BlockwiseModel, units: list[Unit], pos: Position) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
-            "units": [{"blocks": u.blocks, "optimizer": u.optimizer.state_dict(),
-                       "scaler": u.scaler.state_dict() if u.scaler is not None else None}
-                      for u in units],
+            "units": [
+                {
+                    "blocks": u.blocks,
+                    "optimizer": u.optimizer.state_dict(),
+                    "scaler": u.scaler.state_dict() if u.scaler is not None else None,
+                }
+                for u in units
+            ],
             "units_stage": pos.stage if pos.step or pos.epoch else pos.stage - 1,
             "position": asdict(pos),
             "rng": rng_state(),
@@ -407,8 +485,9 @@ class Trainer:
             "config_digest": self.cfg.digest(),
         }
 
-    def _checkpoint(self, model: BlockwiseModel, units: list[Unit], pos: Position,
-                    path: Path) -> None:
+    def _checkpoint(
+        self, model: BlockwiseModel, units: list[Unit], pos: Position, path: Path
+    ) -> None:
         if self.rank == 0:
             save_checkpoint(path, self._payload(model, units, pos))
 
@@ -482,8 +561,10 @@ def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
     if src_cfg is None or not src.final.exists():
         raise UserError(f"{src.root} is not a finished run (no config.yaml or final.pt)")
     if cfg.regime != "e2e" or src_cfg.regime != "e2e" or not same_but_blocks(src_cfg, cfg):
-        raise UserError(f"{run.root} cannot be derived from {src.root}: both must be E2E runs "
-                        "whose configs differ only in model.num_blocks / model.boundaries")
+        raise UserError(
+            f"{run.root} cannot be derived from {src.root}: both must be E2E runs "
+            "whose configs differ only in model.num_blocks / model.boundaries"
+        )
     if run.final.exists() and run.saved_config() == cfg:
         return run.final
     env = {**json.loads(src.env.read_text()), "derived_from": str(src.root.resolve())}
@@ -491,8 +572,9 @@ def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
     if src.metrics.exists():
         atomic_write_text(run.metrics, src.metrics.read_text())
     payload = load_checkpoint(src.final)
-    payload["model"] = recut_e2e_state(payload["model"], src_cfg.model, cfg.model,
-                                       build_model(cfg).head_key)
+    payload["model"] = recut_e2e_state(
+        payload["model"], src_cfg.model, cfg.model, build_model(cfg).head_key
+    )
     payload["config"], payload["config_digest"] = cfg.to_dict(), cfg.digest()
     save_checkpoint(run.final, payload)
     return run.final
