@@ -34,7 +34,7 @@ def test_quick_run_end_to_end_and_rerun_trains_nothing(tmp_path, capsys):
     # The report: self-contained, with the figures and the headline table.
     page = (out / "report.html").read_text()
     assert page.count("<img") >= 4 and "data:image/png;base64," in page
-    assert "src=\"http" not in page and "src='http" not in page
+    assert 'src="http' not in page and "src='http" not in page
     assert "Headline comparisons" in page
     assert "probe accuracy gap e2e - simultaneous" in page
     assert "action probe gained over the untrained encoder" in page
@@ -67,8 +67,12 @@ def test_paper_preset_needs_ucf101(tmp_path, capsys):
 def test_grid_and_run_overrides_are_split():
     exp = load_experiment("demo", ["seeds=[3]", "num_blocks=[6]", "train.epochs=2"])
     runs = plan(exp)
-    assert [r.name for r in runs] == ["untrained-k6-s3", "e2e-k6-s3", "simultaneous-k6-s3",
-                                      "sequential-k6-s3"]
+    assert [r.name for r in runs] == [
+        "untrained-k6-s3",
+        "e2e-k6-s3",
+        "simultaneous-k6-s3",
+        "sequential-k6-s3",
+    ]
     assert all(r.config.train.epochs == 2 and r.config.model.num_blocks == 6 for r in runs)
 
 
@@ -78,17 +82,19 @@ def test_bad_grid_key_names_the_key(capsys):
     assert "regimes" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("preset", ["demo", "quick", "paper-tiny", "paper-small"])
+@pytest.mark.parametrize(
+    "preset", ["demo", "quick", "objectives-demo", "paper-tiny", "paper-small"]
+)
 def test_presets_validate(preset):
-    exp = load_experiment(preset, ["data.root=/nonexistent"] if preset.startswith("paper")
-                          else [])
+    exp = load_experiment(preset, ["data.root=/nonexistent"] if preset.startswith("paper") else [])
     assert plan(exp, dry_run=True)
 
 
 def test_wrong_data_root_stops_before_any_training(tmp_path, capsys):
     out = tmp_path / "x"
-    code = main(["run", "--preset", "paper-tiny", f"data.root={tmp_path / 'nope'}",
-                 "--out", str(out)])
+    code = main(
+        ["run", "--preset", "paper-tiny", f"data.root={tmp_path / 'nope'}", "--out", str(out)]
+    )
     assert code == 2
     assert "data.root" in capsys.readouterr().err
     assert not (out / "runs").exists()
@@ -107,17 +113,105 @@ def test_e2e_runs_that_differ_only_in_k_are_trained_once(tmp_path, capsys):
     assert runs["e2e-k2-s0"].source is None and runs["simultaneous-k4-s0"].source is None
 
     out = tmp_path / "grid"
-    assert main(["run", "--quick", "regimes=[e2e]", "num_blocks=[2,4]",
-                 "--out", str(out)]) == 0
+    assert main(["run", "--quick", "regimes=[e2e]", "num_blocks=[2,4]", "--out", str(out)]) == 0
     assert "e2e-k4-s0 (re-cut from e2e-k2-s0)" in capsys.readouterr().err
     assert (out / "runs" / "e2e-k4-s0" / "metrics.jsonl").read_text() == (
-        out / "runs" / "e2e-k2-s0" / "metrics.jsonl").read_text()
+        out / "runs" / "e2e-k2-s0" / "metrics.jsonl"
+    ).read_text()
 
     train(runs["e2e-k4-s0"].config, tmp_path / "direct")
-    derived, direct = (torch.load(p / "checkpoints" / "final.pt", weights_only=False)["model"]
-                       for p in (out / "runs" / "e2e-k4-s0", tmp_path / "direct"))
+    derived, direct = (
+        torch.load(p / "checkpoints" / "final.pt", weights_only=False)["model"]
+        for p in (out / "runs" / "e2e-k4-s0", tmp_path / "direct")
+    )
     assert derived.keys() == direct.keys()
     assert all(torch.equal(derived[n], direct[n]) for n in direct)
     with (out / "analysis" / "results.csv").open() as f:
         blocks = {r["block"] for r in csv.DictReader(f) if r["run"] == "e2e-k4-s0"}
     assert blocks == {"1", "2", "3", "4"}
+
+
+def test_objectives_grid_plans_one_untrained_reference():
+    exp = load_experiment(
+        "demo",
+        ["objectives=[masked_pixels,barlow_twins]", "seeds=[0]", "objective.projector=[16,16]"],
+    )
+    runs = plan(exp)
+    assert [r.name for r in runs] == [
+        "untrained-k4-s0",
+        "e2e-k4-s0",
+        "simultaneous-k4-s0",
+        "sequential-k4-s0",
+        "barlow_twins-e2e-k4-s0",
+        "barlow_twins-simultaneous-k4-s0",
+        "barlow_twins-sequential-k4-s0",
+    ]
+    assert [r.config.objective.name for r in runs] == ["masked_pixels"] * 4 + ["barlow_twins"] * 3
+    assert sum(r.config.regime == "untrained" for r in runs) == 1
+    # E2E runs of different objectives are different runs: neither is re-cut from the other.
+    assert all(r.source is None for r in runs)
+
+
+def test_objective_overrides_reach_only_their_runs(capsys):
+    exp = load_experiment(
+        "quick",
+        ["objectives=[masked_pixels,simclr]", "objective_overrides.simclr=[train.lr=0.002]"],
+    )
+    lrs = {r.name: r.config.train.lr for r in plan(exp)}
+    assert lrs["simclr-e2e-k2-s0"] == 0.002 and lrs["e2e-k2-s0"] != 0.002
+    assert main(["run", "--dry-run", "objective_overrides.backprop=[train.lr=1]"]) == 2
+    err = capsys.readouterr().err
+    assert "objective_overrides" in err and "Traceback" not in err
+
+
+def test_objectives_demo_preset_plans_both_objectives():
+    runs = plan(load_experiment("objectives-demo", []))
+    names = [r.name for r in runs]
+    assert sum(r.config.regime == "untrained" for r in runs) == 1
+    assert {"e2e-k4-s0", "barlow_twins-sequential-k4-s0"} <= set(names)
+    bt = [r.config for r in runs if r.config.objective.name == "barlow_twins"]
+    assert len(bt) == 3 and all(max(c.objective.projector) <= 1024 for c in bt)
+    # Flipped views would turn translate_right into translate_left: invariance to the class.
+    assert all(c.objective.views.flip_prob == 0 for c in bt)
+
+
+def test_two_objectives_end_to_end(tmp_path, capsys):
+    spec = tmp_path / "two.yaml"
+    spec.write_text(
+        "train: tiny-debug\n"
+        "overrides: ['objective.projector=[16,16]', data.synthetic_train=64, "
+        "data.synthetic_test=32, train.batch_size=8]\n"
+        "objectives: [masked_pixels, barlow_twins]\n"
+        "regimes: [untrained, simultaneous]\n"
+        "num_blocks: [2]\n"
+        "seeds: [0]\n"
+        "analysis: [probe_repeats=1, 'metrics=[probe_acc,map,mse,local_loss,cka_next,cps]', "
+        "progress=false]\n"
+    )
+    out = tmp_path / "out"
+    assert main(["run", "--preset", str(spec), "--out", str(out)]) == 0
+    assert "report:" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "barlow_twins-simultaneous-k2-s0",
+        "simultaneous-k2-s0",
+        "untrained-k2-s0",
+    ]
+    with (out / "analysis" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_objective = {
+        o: {r["metric"] for r in rows if r["objective"] == o}
+        for o in ("masked_pixels", "barlow_twins")
+    }
+    assert {"probe_acc", "map", "local_loss", "mse"} <= by_objective["masked_pixels"]
+    assert {"probe_acc", "map", "local_loss"} <= by_objective["barlow_twins"]
+    assert "mse" not in by_objective["barlow_twins"]
+    bt_loss = {
+        r["block"] for r in rows if r["objective"] == "barlow_twins" and r["metric"] == "local_loss"
+    }
+    assert bt_loss == {"1", "2"}
+
+    page = (out / "report.html").read_text()
+    assert "Objectives x regimes" in page
+    assert "<td>barlow_twins</td><td>simultaneous</td>" in page
+    assert "masked_pixels runs only (1 of 2 trained runs)" in page
+    assert "fig6_local_loss" in page and "first run of barlow_twins" in page

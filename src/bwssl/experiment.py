@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -42,6 +42,10 @@ class ExperimentConfig:
     """Local objectives of the grid (names of bwssl.objectives.OBJECTIVES); runs of any
     objective but masked_pixels are named OBJECTIVE-REGIME-kK-sSEED. The untrained reference
     is the same encoder for every objective: it is analysed once, with the first."""
+    objective_overrides: dict[str, list[str]] = field(default_factory=dict)
+    """Dotted overrides for the runs of one objective, applied after ``overrides``, e.g.
+    ``{barlow_twins: [train.lr=1.0e-3]}``: objectives differ in what a step costs and in the
+    learning rate they train well at."""
     num_blocks: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     analysis: list[str] = field(default_factory=list)
@@ -55,19 +59,29 @@ class ExperimentConfig:
         from bwssl.objectives.registry import OBJECTIVES
         from bwssl.regimes import REGIMES
 
-        for key, names, registry in (("regimes", self.regimes, REGIMES),
-                                     ("objectives", self.objectives, OBJECTIVES)):
+        for key, names, registry in (
+            ("regimes", self.regimes, REGIMES),
+            ("objectives", self.objectives, OBJECTIVES),
+        ):
             if not names:
                 raise ConfigError(f"config key '{key}': give at least one")
             unknown = [n for n in names if n not in registry]
             if unknown:
-                raise ConfigError(f"config key '{key}': unknown {unknown}; allowed: "
-                                  f"{', '.join(registry)}")
+                raise ConfigError(
+                    f"config key '{key}': unknown {unknown}; allowed: {', '.join(registry)}"
+                )
+        unknown = [n for n in self.objective_overrides if n not in OBJECTIVES]
+        if unknown:
+            raise ConfigError(
+                f"config key 'objective_overrides': unknown objectives {unknown}; allowed: "
+                f"{', '.join(OBJECTIVES)}"
+            )
         if not self.seeds or not self.num_blocks:
             raise ConfigError("config keys 'seeds' and 'num_blocks' must not be empty")
         if self.paper_model not in ("tiny", "small"):
-            raise ConfigError(f"config key 'paper_model': allowed: tiny, small; "
-                              f"got {self.paper_model!r}")
+            raise ConfigError(
+                f"config key 'paper_model': allowed: tiny, small; got {self.paper_model!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,9 +101,9 @@ def experiment_names() -> list[str]:
 def load_experiment(name_or_path: str, overrides: list[str]) -> ExperimentConfig:
     """An experiment preset (or YAML file) with ``key=value`` overrides.
 
-    Keys of the experiment itself (``seeds=[0]``, ``num_blocks=[4,6]``) set the
-    grid; any other dotted key (``train.epochs=3``, ``data.root=...``) is passed
-    to every run.
+    Keys of the experiment itself (``seeds=[0]``, ``num_blocks=[4,6]``,
+    ``objective_overrides.barlow_twins=[train.lr=1e-3]``) set the grid; any other
+    dotted key (``train.epochs=3``, ``data.root=...``) is passed to every run.
     """
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
@@ -99,15 +113,36 @@ def load_experiment(name_or_path: str, overrides: list[str]) -> ExperimentConfig
     else:
         res = resources.files("bwssl").joinpath("configs", "experiments", f"{name_or_path}.yaml")
         if not res.is_file():
-            raise ConfigError(f"unknown experiment preset {name_or_path!r}; presets: "
-                              f"{', '.join(experiment_names())}")
+            raise ConfigError(
+                f"unknown experiment preset {name_or_path!r}; presets: "
+                f"{', '.join(experiment_names())}"
+            )
         raw = yaml.safe_load(res.read_text()) or {}
     own = {f for f in ExperimentConfig.__dataclass_fields__}
-    grid_overrides = [o for o in overrides if o.split("=", 1)[0] in own]
-    run_overrides = [o for o in overrides if o.split("=", 1)[0] not in own]
+    grid_overrides = [
+        o
+        for o in overrides
+        if (key := o.split("=", 1)[0]) in own or key.startswith("objective_overrides.")
+    ]
+    run_overrides = [o for o in overrides if o not in grid_overrides]
     raw = apply_overrides(raw, grid_overrides)
     raw["overrides"] = list(raw.get("overrides", [])) + run_overrides
-    return coerce(ExperimentConfig, raw)
+    per_objective = _objective_overrides(raw.pop("objective_overrides", None))
+    return replace(coerce(ExperimentConfig, raw), objective_overrides=per_objective)
+
+
+def _objective_overrides(value: object) -> dict[str, list[str]]:
+    """The ``objective_overrides`` mapping, checked (the generic coercion has no mappings)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list) and all(isinstance(o, str) for o in v) for v in value.values()
+    ):
+        raise ConfigError(
+            "config key 'objective_overrides': expected a mapping from objective name to a "
+            f"list of KEY=VALUE strings, e.g. {{barlow_twins: [train.lr=1.0e-3]}}; got {value!r}"
+        )
+    return {str(k): list(v) for k, v in value.items()}
 
 
 def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
@@ -123,21 +158,36 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
                 if regime == "untrained" and objective != exp.objectives[0]:
                     continue
                 for seed in exp.seeds:
-                    overrides = [*exp.overrides, f"regime={regime}", f"seed={seed}",
-                                 f"model.num_blocks={k}", f"objective.name={objective}"]
+                    overrides = [
+                        *exp.overrides,
+                        *exp.objective_overrides.get(objective, []),
+                        f"regime={regime}",
+                        f"seed={seed}",
+                        f"model.num_blocks={k}",
+                        f"objective.name={objective}",
+                    ]
                     cfg = from_dict(apply_overrides(base, overrides))
                     source = None
                     if regime == "e2e":
-                        source = next((r.name for r in runs if r.source is None
-                                       and r.config.regime == "e2e"
-                                       and same_but_blocks(r.config, cfg)), None)
+                        source = next(
+                            (
+                                r.name
+                                for r in runs
+                                if r.source is None
+                                and r.config.regime == "e2e"
+                                and same_but_blocks(r.config, cfg)
+                            ),
+                            None,
+                        )
                     runs.append(PlannedRun(f"{prefix}{regime}-k{k}-s{seed}", cfg, source))
     if exp.requires_data_root and all(r.config.data.name != "ucf101" for r in runs):
         if dry_run:
             print("note: this experiment needs data.root=PATH (UCF101) to train", file=sys.stderr)
             return runs
-        raise ConfigError("this experiment reproduces the paper on UCF101: give data.root=PATH "
-                          "(the UCF101 video folder) or data.frames_root=PATH")
+        raise ConfigError(
+            "this experiment reproduces the paper on UCF101: give data.root=PATH "
+            "(the UCF101 video folder) or data.frames_root=PATH"
+        )
     return runs
 
 
@@ -166,13 +216,16 @@ def _train_clips(cfg: Config, ucf101: bool = False) -> int:
 def describe(runs: list[PlannedRun], ucf101: bool) -> str:
     """The plan as text: one line per run with its estimated optimizer steps."""
     lines = [f"{len(runs)} runs:"]
+    width = max(28, *(len(r.name) for r in runs))
     for r in runs:
         approx = "~" if ucf101 or r.config.data.name == "ucf101" else ""
         steps = f"{approx}{estimated_steps(r.config, _train_clips(r.config, ucf101))} steps"
         if r.source is not None:
             steps = f"0 steps (re-cut from {r.source})"
-        lines.append(f"  {r.name:<28} regime={r.config.regime:<12} K={r.config.model.num_blocks} "
-                     f"epochs/stage={r.config.train.epochs} {steps}")
+        lines.append(
+            f"  {r.name:<{width}} regime={r.config.regime:<12} K={r.config.model.num_blocks} "
+            f"epochs/stage={r.config.train.epochs} {steps}"
+        )
     return "\n".join(lines)
 
 
@@ -182,7 +235,7 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     if dry_run:
         print(describe(runs, exp.requires_data_root))
         return None
-    from bwssl.analysis.suite import AnalysisOptions, analyze
+    from bwssl.analysis import AnalysisOptions, analyze
     from bwssl.report.html import write_report
     from bwssl.train.trainer import derive_e2e_run, train
 
@@ -190,31 +243,53 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     _check_data(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(vars(exp), sort_keys=False))
-    # The ETA: seconds per estimated optimizer step of the runs trained in this call, times
-    # the steps left (a sequential run counts its K stages).
+    # The ETA: per objective (their steps differ in cost), seconds per estimated optimizer
+    # step of its runs trained in this call, times its steps left (a sequential run counts
+    # its K stages); objectives not trained yet are assumed as fast as the rest.
     steps = [0 if r.source else estimated_steps(r.config, _train_clips(r.config)) for r in runs]
-    t0, trained_steps = time.perf_counter(), 0
+    finished = [(out / "runs" / r.name / "checkpoints" / "final.pt").exists() for r in runs]
+    spent: dict[str, tuple[float, int]] = {}
     for i, r in enumerate(runs):
-        done = (out / "runs" / r.name / "checkpoints" / "final.pt").exists()
-        eta = ""
-        if trained_steps and not done:
-            per_step = (time.perf_counter() - t0) / trained_steps
-            eta = f", ETA {per_step * sum(steps[i:]) / 60:.1f} min"
+        done = finished[i]
+        eta = "" if done else _eta(runs[i:], steps[i:], finished[i:], spent)
         how = " (done)" if done else f" (re-cut from {r.source})" if r.source else ""
         print(f"[{i + 1}/{len(runs)}] {r.name}{how}{eta}", file=sys.stderr)
         if r.source is not None:
             derive_e2e_run(out / "runs" / r.source, r.config, out / "runs" / r.name)
             continue
-        if not done and not trained_steps:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
         # A finished run returns at once, after checking that its config is still this one.
         train(r.config, out / "runs" / r.name)
-        if not done:
-            trained_steps += steps[i]
+        if not done and steps[i]:
+            seconds, n = spent.get(r.config.objective.name, (0.0, 0))
+            spent[r.config.objective.name] = (seconds + time.perf_counter() - t0, n + steps[i])
     results = analyze([out / "runs" / r.name for r in runs], out / "analysis", options)
-    report = write_report(out / "report.html", results, exp, [dump_yaml(runs[0].config)])
+    # The training config of the first run of every objective.
+    firsts = {r.config.objective.name: r.config for r in reversed(runs)}
+    configs = [dump_yaml(firsts[o]) for o in exp.objectives if o in firsts]
+    report = write_report(out / "report.html", results, exp, configs)
     print(f"report: {report}", file=sys.stderr)
     return report
+
+
+def _eta(
+    runs: list[PlannedRun],
+    steps: list[int],
+    finished: list[bool],
+    spent: dict[str, tuple[float, int]],
+) -> str:
+    """``", ETA x min"`` for the unfinished ``runs`` from the seconds and steps ``spent`` per
+    objective so far; empty before any run has trained."""
+    if not spent:
+        return ""
+    overall = sum(t for t, _ in spent.values()) / sum(n for _, n in spent.values())
+    rate = {o: t / n for o, (t, n) in spent.items()}
+    left = sum(
+        n * rate.get(r.config.objective.name, overall)
+        for r, n, f in zip(runs, steps, finished, strict=True)
+        if not f
+    )
+    return f", ETA {left / 60:.1f} min"
 
 
 def _check_data(runs: list[PlannedRun]) -> None:
@@ -241,17 +316,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "run", help="the main job: every regime, the analysis suite, report.html",
+        "run",
+        help="the main job: every regime, the analysis suite, report.html",
         description="Train every regime of an experiment grid, analyze every run and write "
-                    "OUT/report.html. Rerunning skips finished work.")
-    p.add_argument("overrides", nargs="*",
-                   help="grid keys (seeds=[0,1], num_blocks=[4,6], regimes=[e2e]) or run keys "
-                        "(train.epochs=3, data.root=/data/UCF101)")
-    p.add_argument("--preset", default="demo",
-                   help="experiment preset: demo (default), quick, paper-tiny, paper-small; "
-                        "or a YAML file")
+        "OUT/report.html. Rerunning skips finished work.",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="grid keys (seeds=[0,1], num_blocks=[4,6], regimes=[e2e]) or run keys "
+        "(train.epochs=3, data.root=/data/UCF101)",
+    )
+    p.add_argument(
+        "--preset",
+        default="demo",
+        help="experiment preset: demo (default), quick, objectives-demo, paper-tiny, "
+        "paper-small; or a YAML file",
+    )
     p.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
     p.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     p.set_defaults(func=_cmd_run)
-

@@ -14,10 +14,17 @@ def _rows() -> list[ResultRow]:
         for seed in (0, 1):
             run = f"{regime}-k4-s{seed}"
             for block in (1, 2, 3, 4):
-                common = dict(run=run, regime=regime, model="demo", num_blocks=4, seed=seed,
-                              block=block)
-                rows.append(ResultRow(**common, metric="probe_acc", target="action",
-                                      value=probe[regime] * block / 4 + 0.001 * seed))
+                common = dict(
+                    run=run, regime=regime, model="demo", num_blocks=4, seed=seed, block=block
+                )
+                rows.append(
+                    ResultRow(
+                        **common,
+                        metric="probe_acc",
+                        target="action",
+                        value=probe[regime] * block / 4 + 0.001 * seed,
+                    )
+                )
                 rows.append(ResultRow(**common, metric="map", value=mAP[regime] * block / 4))
                 rows.append(ResultRow(**common, metric="mse", value=0.6 - 0.01 * block))
                 if block < 4:
@@ -43,10 +50,11 @@ def test_comparisons_follow_the_numbers():
 def test_report_is_self_contained(tmp_path):
     csv = tmp_path / "analysis" / "results.csv"
     write_results(csv, _rows())
-    page = write_report(tmp_path / "report.html", csv, {"train": "demo", "seeds": [0, 1]},
-                        ["regime: e2e\n"]).read_text()
+    page = write_report(
+        tmp_path / "report.html", csv, {"train": "demo", "seeds": [0, 1]}, ["regime: e2e\n"]
+    ).read_text()
     assert page.count("<img") >= 2 and "data:image/png;base64," in page
-    assert "src='http" not in page and "src=\"http" not in page
+    assert "src='http" not in page and 'src="http' not in page
     assert "Headline comparisons" in page and "does not agree" in page
     assert (tmp_path / "analysis" / "figures").is_dir()
 
@@ -55,7 +63,8 @@ def test_report_is_self_contained(tmp_path):
 def test_paper_bounds_depend_on_model(model):
     table = {c.claim: c for c in comparisons(_rows(), model)}
     assert table["mAP gap e2e - simultaneous, K=4"].paper == (
-        "<= 0.015" if model == "tiny" else "<= 0.020")
+        "<= 0.015" if model == "tiny" else "<= 0.020"
+    )
 
 
 def test_untrained_reference_row():
@@ -64,11 +73,22 @@ def test_untrained_reference_row():
     assert table["action probe gained over the untrained encoder, K=4"].ours == "not run"
     for seed in (0, 1):
         for block in (1, 2, 3, 4):
-            rows.append(ResultRow(run=f"untrained-k4-s{seed}", regime="untrained", model="demo",
-                                  num_blocks=4, seed=seed, block=block, metric="probe_acc",
-                                  target="action", value=0.2))
+            rows.append(
+                ResultRow(
+                    run=f"untrained-k4-s{seed}",
+                    regime="untrained",
+                    model="demo",
+                    num_blocks=4,
+                    seed=seed,
+                    block=block,
+                    metric="probe_acc",
+                    target="action",
+                    value=0.2,
+                )
+            )
     row = {c.claim: c for c in comparisons(rows, "tiny")}[
-        "action probe gained over the untrained encoder, K=4"]
+        "action probe gained over the untrained encoder, K=4"
+    ]
     # last-block probe (mean over seeds): e2e 0.5005, simultaneous 0.4905, sequential 0.4855
     gains = dict(part.split() for part in row.ours.split(", "))
     assert list(gains) == ["e2e", "simultaneous", "sequential"]
