@@ -325,3 +325,17 @@ def test_export_without_transformers_says_how_to_install(tmp_path, monkeypatch, 
     monkeypatch.setitem(sys.modules, "transformers", None)
     assert main(["export-hf", str(run), str(tmp_path / "hf")]) == 2
     assert "pip install 'bwssl[hf]'" in capsys.readouterr().err
+
+
+def test_export_of_a_joint_embedding_model_writes_its_encoder_only(tmp_path):
+    """A projector has no VideoMAE counterpart: the encoder is exported as VideoMAEModel."""
+    cfg = load_config("tiny-debug", ["objective.name=barlow_twins", "regime=e2e"])
+    model = build_model(cfg).eval()
+    out = export_hf(model, tmp_path / "hf")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["VideoMAEModel"]
+    hf_model = transformers.VideoMAEModel.from_pretrained(str(out)).eval()
+    video = normalize(torch.rand(2, 3, 4, 32, 32), channel_dim=1)
+    with torch.no_grad():
+        ours = model.block_outputs(video)[-1]
+        theirs = hf_model(video.permute(0, 2, 1, 3, 4)).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

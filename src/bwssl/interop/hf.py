@@ -33,6 +33,7 @@ from bwssl.base.files import atomic_write_file
 from bwssl.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
 from bwssl.errors import UserError
 from bwssl.models.blockwise import BlockwiseModel, build_model, load_model
+from bwssl.models.video_vit import VideoViT
 
 INSTALL_HINT = "pip install 'bwssl[hf]'"
 HF_DECODER_NORM_EPS = 1e-5
@@ -409,13 +410,13 @@ def export_hf(
     except ImportError as e:
         raise UserError(f"export needs safetensors: {INSTALL_HINT}") from e
     model = source if isinstance(source, BlockwiseModel) else load_model(source)
-    if model.objective.cfg.model.arch != "video_vit":
+    if not isinstance(model.backbone, VideoViT):
         raise UserError(
             f"only video ViT encoders can be exported to Hugging Face VideoMAE, "
             f"not model.arch={model.objective.cfg.model.arch}"
         )
-    if model.head_key != "decoders":
-        decoder = False  # a joint-embedding projector has no VideoMAE counterpart
+    if not model.objective.reconstructs_pixels:
+        decoder = False  # a projector or other head has no VideoMAE counterpart
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out_dir} exists and is not a folder")
