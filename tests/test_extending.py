@@ -7,6 +7,7 @@ touched, and the run trains and is analysed like any other.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -22,7 +23,9 @@ class TinyConv3d(Backbone):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        c = cfg.data.channels
+        c, d = cfg.data.channels, cfg.data
+        self.grid = [(d.num_frames + 1) // 2, (d.crop_size + 1) // 2]  # after block 0
+        self.grid.append((self.grid[0] + 1) // 2 * ((self.grid[1] + 1) // 2) ** 2)
         self.blocks = nn.ModuleList(
             [
                 nn.Sequential(nn.Conv3d(c, 8, 3, stride=2, padding=1), nn.ReLU()),
@@ -41,6 +44,10 @@ class TinyConv3d(Backbone):
 
     def feature_dim(self, k: int) -> int:
         return (8, 16)[k]
+
+    def num_tokens(self, k: int) -> int:
+        t, s, n1 = self.grid
+        return t * s * s if k == 0 else n1
 
 
 class PredictBrightness(Objective):
@@ -99,3 +106,34 @@ def test_a_new_backbone_and_objective_train_resume_and_analyse(make_cfg, tmp_pat
     assert ("cka_next", 1) in metrics
     assert not any(r.metric == "mse" for r in table)  # no pixels rebuilt: skipped
     assert {r.objective for r in table} == {"brightness"}
+
+
+def test_a_part_missing_part_of_its_interface_is_refused_when_built():
+    class NoPool(Backbone):
+        def tokens(self, k, h):
+            return h
+
+        def feature_dim(self, k):
+            return 1
+
+        def num_tokens(self, k):
+            return 1
+
+    class NoLoss(Objective):
+        def make_head(self, backbone, k):
+            return nn.Identity()
+
+        def prepare(self, video, key, rows, *, train=True):
+            return StepData([video], [None])
+
+    with pytest.raises(TypeError, match="pool"):
+        NoPool()
+    with pytest.raises(TypeError, match="loss"):
+        NoLoss(None)  # type: ignore[arg-type]
+
+
+def test_the_tiny_backbone_reports_its_token_counts(make_cfg):
+    model = TinyConv3d(make_cfg())
+    video = torch.zeros(1, 3, 4, 32, 32)
+    for k, h in enumerate(model.block_outputs(video)):
+        assert model.tokens(k, h).shape[1] == model.num_tokens(k)

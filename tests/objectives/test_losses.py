@@ -195,6 +195,9 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
         model = DistributedDataParallel(lin)
         results = _losses_and_grads(model, lin, x1[rows], x2[rows])
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        # Both ranks leave together: gloo aborted a process that tore its group down while
+        # its peer was still inside a collective.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -203,37 +203,19 @@ def hf_setup(cfg: Config, device: torch.device, autocast: Callable[[], Any]) -> 
     """``cfg`` (a masked-pixel E2E config) in ``transformers.VideoMAEForPreTraining``: same
     token grid, tube mask draws, decoder and normalized-pixel loss, SDPA attention, AdamW, and
     the trainer's ``autocast``."""
-    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+    from transformers import VideoMAEForPreTraining
 
     from bwssl.base.hardware import adamw
     from bwssl.data.masking import make_mask
+    from bwssl.interop.hf import videomae_config
     from bwssl.objectives.base import StepKey
     from bwssl.objectives.masked_pixels import MASK_STREAM
     from bwssl.train.trainer import param_groups
 
-    m, d, tc = cfg.model, cfg.data, cfg.train
+    tc = cfg.train
 
     def setup() -> tuple[Callable[[int], None], int, int]:
-        hf_cfg = VideoMAEConfig(
-            image_size=d.crop_size,
-            patch_size=m.patch_size,
-            num_channels=d.channels,
-            num_frames=d.num_frames,
-            tubelet_size=m.tubelet_size,
-            hidden_size=m.embed_dim,
-            num_hidden_layers=m.depth,
-            num_attention_heads=m.num_heads,
-            intermediate_size=int(m.embed_dim * m.mlp_ratio),
-            hidden_act="gelu",
-            layer_norm_eps=1e-6,
-            use_mean_pooling=False,
-            decoder_hidden_size=m.decoder_dim,
-            decoder_num_hidden_layers=m.decoder_depth,
-            decoder_num_attention_heads=m.decoder_heads,
-            decoder_intermediate_size=int(m.decoder_dim * m.mlp_ratio),
-            norm_pix_loss=cfg.loss.target == "norm_pixels",
-            attn_implementation="sdpa",
-        )
+        hf_cfg = videomae_config(cfg, attn_implementation="sdpa")
         torch.manual_seed(cfg.seed)
         model = VideoMAEForPreTraining(hf_cfg).to(device).train()
         params = list(model.parameters())

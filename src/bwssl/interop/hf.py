@@ -387,6 +387,34 @@ def _uniform_eps(modules: list[nn.LayerNorm], what: str) -> float:
     return values.pop()
 
 
+def videomae_config(cfg: Config, **extra: Any) -> Any:
+    """The ``transformers.VideoMAEConfig`` of a bwssl video ViT config with its decoder (clip
+    format, token grid, encoder and decoder shapes, normalized-pixel loss); ``extra`` sets or
+    overrides any other field."""
+    transformers = _transformers()
+    m, d = cfg.model, cfg.data
+    fields: dict[str, Any] = {
+        "image_size": d.crop_size,
+        "patch_size": m.patch_size,
+        "num_channels": d.channels,
+        "num_frames": d.num_frames,
+        "tubelet_size": m.tubelet_size,
+        "hidden_size": m.embed_dim,
+        "num_hidden_layers": m.depth,
+        "num_attention_heads": m.num_heads,
+        "intermediate_size": int(m.embed_dim * m.mlp_ratio),
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-6,
+        "use_mean_pooling": False,
+        "decoder_hidden_size": m.decoder_dim,
+        "decoder_num_hidden_layers": m.decoder_depth,
+        "decoder_num_attention_heads": m.decoder_heads,
+        "decoder_intermediate_size": int(m.decoder_dim * m.mlp_ratio),
+        "norm_pix_loss": cfg.loss.target == "norm_pixels",
+    }
+    return transformers.VideoMAEConfig(**{**fields, **extra})
+
+
 def export_hf(
     source: str | Path | BlockwiseModel, out_dir: str | Path, decoder: bool = True
 ) -> Path:
@@ -404,7 +432,7 @@ def export_hf(
     HF's decoder ends with a LayerNorm of fixed eps 1e-5 where ours has 1e-6, so
     exported decoder predictions agree with ours to about 1e-5, not exactly.
     """
-    transformers = _transformers()
+    _transformers()  # a clear error when transformers is missing
     try:
         from safetensors.torch import save_file
     except ImportError as e:
@@ -422,31 +450,16 @@ def export_hf(
         raise UserError(f"{out_dir} exists and is not a folder")
     k_last = model.num_blocks - 1
     decoder_block = k_last if decoder and k_last in model.head_blocks else None
-    m, clip = model.backbone.cfg, model.backbone.clip
     layer_norms = [n for b in model.blocks for n in _layer_norms(b)]
     if decoder_block is not None:
         layer_norms += list(_layer_norms(model.head(decoder_block).layers))
     eps = _uniform_eps(layer_norms, "encoder and decoder")
     arch = "VideoMAEForPreTraining" if decoder_block is not None else "VideoMAEModel"
-    hf_cfg = transformers.VideoMAEConfig(
-        image_size=clip.size,
-        patch_size=m.patch_size,
-        num_channels=clip.channels,
-        num_frames=clip.frames,
-        tubelet_size=m.tubelet_size,
-        hidden_size=m.embed_dim,
-        num_hidden_layers=m.depth,
-        num_attention_heads=m.num_heads,
-        intermediate_size=int(m.embed_dim * m.mlp_ratio),
-        hidden_act="gelu",
+    hf_cfg = videomae_config(
+        model.objective.cfg,
         layer_norm_eps=eps,
         qkv_bias=True,  # transformers >= 5 reads it as qv_bias
         use_mean_pooling=model.blocks[k_last].norm is None,
-        decoder_hidden_size=m.decoder_dim,
-        decoder_num_hidden_layers=m.decoder_depth,
-        decoder_num_attention_heads=m.decoder_heads,
-        decoder_intermediate_size=int(m.decoder_dim * m.mlp_ratio),
-        norm_pix_loss=model.objective.cfg.loss.target == "norm_pixels",
         architectures=[arch],
     )
 

@@ -8,6 +8,7 @@ prefix or skip blocks between any two of them.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +35,10 @@ class BlockInput:
     keep: torch.Tensor | None = None
 
 
-class Backbone(nn.Module):
-    """An encoder whose only parameters are ``blocks``; block 0 takes the input clip."""
+class Backbone(nn.Module, metaclass=abc.ABCMeta):
+    """An encoder whose only parameters are ``blocks``; block 0 takes the input clip.
+
+    A subclass builds ``blocks`` and implements the abstract methods."""
 
     blocks: nn.ModuleList
 
@@ -57,18 +60,18 @@ class Backbone(nn.Module):
             outs.append(x)
         return outs
 
+    @abc.abstractmethod
     def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """Block k's output ``h`` pooled to one vector per example, (B, D_k)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def tokens(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """Block k's output ``h`` as a set of tokens, (B, N, D_k)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def feature_dim(self, k: int) -> int:
         """D_k, the width of block k's pooled features and tokens."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def num_tokens(self, k: int) -> int:
         """N_k, the number of tokens of block k's output (all tokens kept)."""
-        raise NotImplementedError

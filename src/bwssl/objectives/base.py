@@ -8,6 +8,7 @@ An objective never runs the backbone: the trainer (or
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,9 +54,9 @@ class StepData:
     block_inputs: list[BlockInput | None] = field(default_factory=list)
 
 
-class Objective:
-    """A local objective: subclass, set the class attributes, and register the class in
-    :data:`bwssl.objectives.OBJECTIVES`."""
+class Objective(abc.ABC):
+    """A local objective: subclass, set the class attributes, implement the abstract methods,
+    and register the class in :data:`bwssl.objectives.OBJECTIVES`."""
 
     head_key: str = "heads"
     """State-dict prefix of the heads (``decoders``, ``projectors``)."""
@@ -75,22 +76,22 @@ class Objective:
             return {"0": self.make_head(backbone, blocks[-1])} if blocks else {}
         return {str(k): self.make_head(backbone, k) for k in blocks}
 
+    @abc.abstractmethod
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         """The head that reads block k's output."""
-        raise NotImplementedError
 
     def head_name(self, k: int) -> str:
         return "0" if self.shared_head else str(k)
 
+    @abc.abstractmethod
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
     ) -> StepData:
         """Step inputs for ``video`` (B, C, T, H, W), the ``rows`` of ``key``'s global batch.
         ``train=False`` gives the evaluation form (analysis)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loss(
         self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
     ) -> torch.Tensor:
         """Block k's loss from its outputs (one per view) and its head."""
-        raise NotImplementedError
