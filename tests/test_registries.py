@@ -107,7 +107,7 @@ def test_no_gradient_crosses_a_unit_boundary(arch, objective, regime, make_cfg):
         with torch.no_grad():
             for k in range(stage.frozen):
                 xs = [
-                    model.forward_block(k, x, inp if k == 0 else None)
+                    model.forward_block(k, x, inp)
                     for x, inp in zip(xs, step.block_inputs, strict=True)
                 ]
         for unit in stage.units:

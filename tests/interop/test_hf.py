@@ -163,7 +163,7 @@ def test_import_pretraining_checkpoint_brings_its_decoder(tmp_path):
         step = ours.objective.step_from_mask(video, mask)
         h = video
         for k in range(ours.num_blocks):
-            h = ours.forward_block(k, h, step.block_inputs[0] if k == 0 else None)
+            h = ours.forward_block(k, h, step.block_inputs[0])
         pred = ours.head(2)(h, step.visible_idx, step.target_idx)
         loss = ours.local_losses(step)[2]
     torch.testing.assert_close(pred, hf_out.logits, atol=ATOL, rtol=0)
@@ -270,7 +270,7 @@ def test_export_loads_in_transformers_with_equal_outputs(tmp_path, overrides):
         step = ours.objective.step_from_mask(video, mask)
         h = video
         for i in range(ours.num_blocks):
-            h = ours.forward_block(i, h, step.block_inputs[0] if i == 0 else None)
+            h = ours.forward_block(i, h, step.block_inputs[0])
         pred = ours.head(k)(h, step.visible_idx, step.target_idx)
     # HF's decoder norm has eps 1e-5 where ours has 1e-6: close, not exact
     torch.testing.assert_close(logits, pred, atol=1e-4, rtol=1e-4)

@@ -26,10 +26,12 @@ class ClipShape:
 
 @dataclass(frozen=True)
 class BlockInput:
-    """Per-step inputs of block 0 besides the clip (from the objective).
+    """Per-step inputs of the blocks besides their input tensor (from the objective); every
+    block of a step gets the same one.
 
-    ``keep`` (B, N) bool, the same count per clip: embed only these tokens
-    (masked objectives); None embeds every token.
+    ``keep`` (B, N) bool, the same count per clip: block 0 embeds only these
+    tokens (masked objectives) and every later block's tokens are these, in
+    token order; None: every token.
     """
 
     keep: torch.Tensor | None = None
@@ -47,10 +49,10 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         return len(self.blocks)
 
     def forward_block(self, k: int, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
-        """Block k's output from its input (block 0: the clip and ``inp``)."""
-        if k == 0:
-            return self.blocks[0](x, inp)
-        return self.blocks[k](x)
+        """Block k's output from its input (block 0: the clip). Every block gets the step's
+        ``inp``: block 0 embeds the tokens it keeps, later blocks learn from it which
+        positions their tokens hold (rotary positions need them)."""
+        return self.blocks[k](x, inp)
 
     def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The K block outputs on the input ``x``, every token kept."""

@@ -96,7 +96,7 @@ class BlockwiseModel(nn.Module):
         xs, losses = step.views, {}
         for k in range(self.num_blocks):
             xs = [
-                self.forward_block(k, x, inp if k == 0 else None)
+                self.forward_block(k, x, inp)
                 for x, inp in zip(xs, step.block_inputs, strict=True)
             ]
             if k in self.head_blocks:

@@ -397,7 +397,7 @@ class Trainer:
             with torch.no_grad(), self.autocast():
                 for k in range(stage.frozen):
                     xs = [
-                        model.forward_block(k, x, inp if k == 0 else None)
+                        model.forward_block(k, x, inp)
                         for x, inp in zip(xs, prepared.block_inputs, strict=True)
                     ]
             for unit in units:

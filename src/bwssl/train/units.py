@@ -30,7 +30,7 @@ class UnitForward(nn.Module):
         model, losses = self._model[0], {}
         for k in self.ids:
             xs = [
-                model.forward_block(k, x, inp if k == 0 else None)
+                model.forward_block(k, x, inp)
                 for x, inp in zip(xs, step.block_inputs, strict=True)
             ]
             if k in self.loss_blocks:
