@@ -22,7 +22,7 @@ from bwssl.train.trainer import Trainer, train
         ({"frozen": 0, "units": ((0,),), "loss_blocks": ()}, "must be trained blocks"),
         ({"frozen": 0, "units": (), "loss_blocks": (0,)}, "at least one unit"),
         ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "steps": 0}, "steps"),
-        ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "target": "latent"}, "target"),
+        ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "targets": ("latent",)}, "targets"),
         ({"frozen": 0, "units": ((0,),), "loss_blocks": (0,), "carry_optimizer": True}, "first"),
     ],
 )

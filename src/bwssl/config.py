@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -234,6 +235,64 @@ class ObjectiveConfig:
 
 
 @dataclass
+class LayerLockConfig:
+    """Progressive layer freezing and the pixel-to-latent target schedule of the ``freeze``,
+    ``layerlock`` and ``latent`` regimes (steps count over the whole run).
+
+    Pixel targets for ``start_step`` steps; then every ``interval`` steps the
+    next ``layers_per_event`` layers freeze, until ``max_frozen`` layers are
+    frozen. Under ``layerlock`` each freezing event also switches the target to
+    the output of the deepest frozen layer, predicted by a new linear head.
+    """
+
+    start_step: int | None = None
+    """Steps on pixel targets before the first freezing event; null: half of the run."""
+    interval: int | None = None
+    """Steps between freezing events; null: the events spread evenly from ``start_step``
+    to three quarters of the run."""
+    layers_per_event: int = 1
+    """Layers frozen at each event."""
+    max_frozen: float = 0.75
+    """Layers frozen at the end: a count (>= 1) or a fraction of the depth (< 1)."""
+    targets: Literal["latest", "all"] = "latest"
+    """``latest``: the loss on the newest target alone; ``all``: the sum over pixels and
+    every latent target so far."""
+    switch_warmup_steps: int = 0
+    """Linear learning-rate warmup over this many steps after every target switch."""
+    latent_fraction: float = 1.0
+    """Fraction of the predicted patches (random, per step) on which the latent loss is
+    computed."""
+    target_norm: bool = True
+    """Standardize each latent target token over its features (layer norm without affine
+    parameters), so that every target layer has the scale of normalized pixels."""
+
+    def __post_init__(self) -> None:
+        for name in ("start_step", "interval"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                _fail(f"layerlock.{name}", f"must be >= 1 (or null for the default), got {v}")
+        if self.layers_per_event < 1:
+            _fail("layerlock.layers_per_event", f"must be >= 1, got {self.layers_per_event}")
+        if not math.isfinite(self.max_frozen) or self.max_frozen <= 0:
+            _fail(
+                "layerlock.max_frozen",
+                f"must be a layer count >= 1 or a fraction in (0, 1), got {self.max_frozen}",
+            )
+        if self.max_frozen >= 1 and self.max_frozen != int(self.max_frozen):
+            _fail("layerlock.max_frozen", f"a count must be whole, got {self.max_frozen}")
+        if self.switch_warmup_steps < 0:
+            _fail("layerlock.switch_warmup_steps", f"must be >= 0, got {self.switch_warmup_steps}")
+        if not 0.0 < self.latent_fraction <= 1.0:
+            _fail("layerlock.latent_fraction", f"must lie in (0, 1], got {self.latent_fraction}")
+
+    def frozen_layers(self, depth: int) -> int:
+        """``max_frozen`` as a number of layers of a ``depth``-layer encoder."""
+        if self.max_frozen < 1:
+            return int(self.max_frozen * depth)
+        return int(self.max_frozen)
+
+
+@dataclass
 class TrainConfig:
     """Optimization, schedule, checkpointing and hardware."""
 
@@ -397,6 +456,7 @@ class Config:
     mask: MaskConfig = field(default_factory=MaskConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    layerlock: LayerLockConfig = field(default_factory=LayerLockConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -405,6 +465,8 @@ class Config:
         from bwssl.regimes import REGIMES
 
         _check_name("regime", self.regime, REGIMES)
+        if REGIMES[self.regime].schedule is not None:
+            self._check_layer_schedule()
         need = build_objective(self).min_batch
         if self.train.batch_size // self.train.accum_steps < need:
             _fail(
@@ -431,6 +493,36 @@ class Config:
             _fail(
                 "data.root",
                 "data.name=ucf101 needs data.root (the UCF101 video folder) or data.frames_root",
+            )
+
+    def _check_layer_schedule(self) -> None:
+        """What a layer-wise regime needs from the model and objective (the steps are checked
+        against the run's length when it is known)."""
+        from bwssl.objectives.registry import build_objective
+
+        depth, ll = self.model.depth, self.layerlock
+        frozen = ll.frozen_layers(depth)
+        if frozen < 1:
+            _fail(
+                "layerlock.max_frozen",
+                f"freezes no layer of a {depth}-layer encoder ({ll.max_frozen} x {depth} < 1)",
+            )
+        if frozen >= depth:
+            _fail(
+                "layerlock.max_frozen",
+                f"must leave a layer to train: {frozen} frozen of {depth} layers (at most "
+                f"{depth - 1})",
+            )
+        if ll.layers_per_event > frozen:
+            _fail(
+                "layerlock.layers_per_event",
+                f"must be <= the {frozen} layers frozen in all (layerlock.max_frozen)",
+            )
+        if self.regime != "freeze" and not build_objective(self).latent_targets:
+            _fail(
+                "objective.name",
+                f"regime {self.regime} predicts latent targets, which {self.objective.name} "
+                "cannot; use masked_pixels (or regime=freeze)",
             )
 
     @property

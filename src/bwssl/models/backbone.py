@@ -62,6 +62,12 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
             outs.append(x)
         return outs
 
+    def layer_view(self) -> Backbone | None:
+        """The same encoder cut into one block per layer, sharing these parameters (what
+        layer-wise regimes train and what latent targets are read from); None when the
+        backbone has no such cut. A view of a view is itself."""
+        return None
+
     @abc.abstractmethod
     def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """Block k's output ``h`` pooled to one vector per example, (B, D_k)."""

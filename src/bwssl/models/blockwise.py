@@ -32,17 +32,25 @@ class BlockwiseModel(nn.Module):
     """
 
     def __init__(
-        self, backbone: Backbone, objective: Objective, head_blocks: Sequence[int]
+        self,
+        backbone: Backbone,
+        objective: Objective,
+        head_blocks: Sequence[int],
+        heads: nn.ModuleDict | None = None,
+        head_names: dict[int, str] | None = None,
     ) -> None:
+        """``heads`` and ``head_names`` (block -> key in ``heads``) reuse another model's
+        heads instead of making new ones (:meth:`layer_view`)."""
         super().__init__()
         self.blocks = backbone.blocks
         self.__dict__["backbone"] = backbone
         self.__dict__["objective"] = objective
         self.head_blocks = tuple(sorted(head_blocks))
         self.head_key = objective.head_key
-        self.add_module(
-            self.head_key, nn.ModuleDict(objective.make_heads(backbone, self.head_blocks))
-        )
+        self._head_names = dict(head_names or {})
+        if heads is None:
+            heads = nn.ModuleDict(objective.make_heads(backbone, self.head_blocks))
+        self.add_module(self.head_key, heads)
 
     backbone: Backbone
     objective: Objective
@@ -60,12 +68,36 @@ class BlockwiseModel(nn.Module):
         """The head that reads block k's output."""
         if k not in self.head_blocks:
             raise KeyError(f"block {k} has no head (heads at {self.head_blocks})")
-        return self.heads[self.objective.head_name(k)]
+        return self.heads[self._head_names.get(k) or self.objective.head_name(k)]
 
     @property
     def shared_head(self) -> nn.Module | None:
         """The one head of every block, when the objective shares it."""
         return self.heads["0"] if self.objective.shared_head else None
+
+    def layer_view(self) -> BlockwiseModel:
+        """This model with one block per encoder layer, sharing every parameter: the last
+        layer carries the last block's head (what layer-wise regimes train).
+
+        Raises UserError when the backbone has no per-layer cut.
+        """
+        from bwssl.errors import UserError
+
+        view = self.backbone.layer_view()
+        if view is None:
+            raise UserError(
+                f"the {type(self.backbone).__name__} backbone cannot be cut per layer, which "
+                "layer-wise regimes (freeze, layerlock, latent) need"
+            )
+        if view is self.backbone:
+            return self
+        last = self.num_blocks - 1
+        names = (
+            {view.num_blocks - 1: self.objective.head_name(last)}
+            if last in self.head_blocks
+            else {}
+        )
+        return BlockwiseModel(view, self.objective, tuple(names), self.heads, names)
 
     def block_params(self, k: int) -> list[nn.Parameter]:
         """Parameters that block k's local objective trains: the block and its own head."""
@@ -96,8 +128,7 @@ class BlockwiseModel(nn.Module):
         xs, losses = step.views, {}
         for k in range(self.num_blocks):
             xs = [
-                self.forward_block(k, x, inp)
-                for x, inp in zip(xs, step.block_inputs, strict=True)
+                self.forward_block(k, x, inp) for x, inp in zip(xs, step.block_inputs, strict=True)
             ]
             if k in self.head_blocks:
                 losses[k] = self.objective.loss(k, xs, self.head(k), step, self.backbone)

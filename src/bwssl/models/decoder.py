@@ -34,12 +34,19 @@ class Decoder(nn.Module):
         init_weights(self)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(
+    def features(
         self, visible: torch.Tensor, visible_idx: torch.Tensor, target_idx: torch.Tensor
     ) -> torch.Tensor:
-        """``visible_idx`` (B, N_vis) and ``target_idx`` (B, M) index the token grid."""
+        """The normalized decoder features of the target tokens (B, M, Dd), before the pixel
+        read-out; ``visible_idx`` (B, N_vis) and ``target_idx`` (B, M) index the token grid."""
         x = self.embed(visible) + self.pos_embed[visible_idx]  # (B, N_vis, Dd)
         b, m = target_idx.shape
         queries = self.mask_token.expand(b, m, -1) + self.pos_embed[target_idx]  # (B, M, Dd)
         x = self.layers(torch.cat([x, queries], dim=1))
-        return self.head(self.norm(x[:, -m:]))  # (B, M, P)
+        return self.norm(x[:, -m:])
+
+    def forward(
+        self, visible: torch.Tensor, visible_idx: torch.Tensor, target_idx: torch.Tensor
+    ) -> torch.Tensor:
+        """Pixel predictions (B, M, P) of the target tokens (see :meth:`features`)."""
+        return self.head(self.features(visible, visible_idx, target_idx))

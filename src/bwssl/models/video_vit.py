@@ -8,6 +8,7 @@ projection with separate q and v biases (k has none), attention through
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -202,3 +203,33 @@ class VideoViT(Backbone):
 
     def num_tokens(self, k: int) -> int:
         return self.grid[0] * self.grid[1] * self.grid[2]
+
+    def layer_view(self) -> VideoViT:
+        """One block per layer over these very modules (embedding in block 0, final norm in
+        the last); built once per device and kept."""
+        if self.cfg.boundaries is None and self.cfg.num_blocks == self.cfg.depth:
+            return self
+        view: VideoViT | None = self.__dict__.get("_layer_view")
+        first = self.blocks[0]
+        if view is None or view.blocks[0].pos_embed.device != first.pos_embed.device:
+            view = layer_cut(self)
+            self.__dict__["_layer_view"] = view  # a plain attribute: not a submodule
+        return view
+
+
+def layer_cut(vit: VideoViT) -> VideoViT:
+    """A :class:`VideoViT` with one block per layer whose modules are ``vit``'s own.
+
+    Its blocks are built anew (under a forked RNG, so that the global random
+    state is untouched) and then given ``vit``'s layers, embedding and final
+    norm; their own fresh weights are dropped.
+    """
+    cfg = dataclasses.replace(vit.cfg, num_blocks=vit.cfg.depth, boundaries=None)
+    with torch.random.fork_rng(devices=[]):
+        view = VideoViT(cfg, vit.clip)
+    layers = [layer for block in vit.blocks for layer in block.layers.layers]
+    for block, layer in zip(view.blocks, layers, strict=True):
+        block.layers.layers[0] = layer
+    view.blocks[0].embed = vit.blocks[0].embed
+    view.blocks[-1].norm = vit.blocks[-1].norm
+    return view.to(vit.blocks[0].pos_embed.device)

@@ -66,9 +66,22 @@ class Objective(abc.ABC):
     """Whether the loss is a pixel reconstruction error (the analyses' ``mse``)."""
     min_batch: int = 1
     """The smallest batch the loss is defined on (batch statistics need 2)."""
+    latent_targets: bool = False
+    """Whether the objective can predict ``layer:J`` targets (layer-wise regimes)."""
 
     def __init__(self, cfg: Config) -> None:
+        from bwssl.regimes import final_targets
+
         self.cfg = cfg
+        self.targets: tuple[str, ...] = final_targets(cfg)
+        """What the loss predicts now: the trainer sets each stage's targets
+        (:meth:`set_targets`); by default the last stage's, what a finished model predicts."""
+
+    def set_targets(self, targets: tuple[str, ...]) -> None:
+        """Predict ``targets`` (``pixels``, ``layer:J``) from now on."""
+        if any(t != "pixels" for t in targets) and not self.latent_targets:
+            raise ValueError(f"{type(self).__name__} cannot predict latent targets {targets}")
+        self.targets = tuple(targets)
 
     def make_heads(self, backbone: Backbone, blocks: Sequence[int]) -> dict[str, nn.Module]:
         """The heads of ``blocks`` by key, built in block order from the global RNG."""

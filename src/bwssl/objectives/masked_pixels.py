@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bwssl.config import Config
@@ -15,8 +17,9 @@ from bwssl.models.backbone import Backbone, BlockInput
 from bwssl.models.decoder import Decoder
 from bwssl.objectives.base import Objective, StepData, StepKey
 
-MASK_STREAM, TARGET_STREAM = 2, 3
-"""Generator streams of the step key: the token mask, the decoder's subset of masked tokens."""
+MASK_STREAM, TARGET_STREAM, LATENT_STREAM = 2, 3, 6
+"""Generator streams of the step key: the token mask, the decoder's subset of masked tokens,
+the subset of those on which latent targets are scored."""
 
 
 def patch_targets(
@@ -77,6 +80,28 @@ class MaskedStep(StepData):
     """(B, M) indices of the tokens the decoders rebuild."""
     targets: torch.Tensor | None = None
     """(B, N, P) pixel targets of every token."""
+    latent_idx: torch.Tensor | None = None
+    """(B, M') positions within ``target_idx`` where latent targets are scored (None: all)."""
+
+
+class PredictionHead(nn.Module):
+    """A decoder with a pixel read-out and one linear read-out per latent target layer, all
+    on the decoder's features of the same target tokens."""
+
+    def __init__(self, decoder: Decoder, layers: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.decoder = decoder
+        width = decoder.head.in_features
+        self.readouts = nn.ModuleDict({str(j): nn.Linear(width, latent_dim) for j in layers})
+        for m in self.readouts.values():
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(
+        self, visible: torch.Tensor, visible_idx: torch.Tensor, target_idx: torch.Tensor
+    ) -> torch.Tensor:
+        """Pixel predictions, as a plain decoder."""
+        return self.decoder(visible, visible_idx, target_idx)
 
 
 class MaskedPixels(Objective):
@@ -85,11 +110,16 @@ class MaskedPixels(Objective):
 
     head_key = "decoders"
     reconstructs_pixels = True
+    latent_targets = True
 
     def __init__(self, cfg: Config) -> None:
+        from bwssl.regimes import target_layers
+
         super().__init__(cfg)
         self.shared_head = cfg.model.shared_decoder
         self.grid = cfg.token_grid
+        self.latent_layers = target_layers(cfg)
+        """Layers whose outputs some stage predicts: each gets a read-out in the head."""
 
     def make_heads(self, backbone: Backbone, blocks: Sequence[int]) -> dict[str, nn.Module]:
         if self.shared_head:  # one decoder, always under key 0
@@ -99,7 +129,7 @@ class MaskedPixels(Objective):
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         m, d = self.cfg.model, self.cfg.data
         out_dim = m.tubelet_size * m.patch_size**2 * d.channels
-        return Decoder(
+        decoder = Decoder(
             backbone.feature_dim(k),
             m.decoder_dim,
             m.decoder_depth,
@@ -108,6 +138,13 @@ class MaskedPixels(Objective):
             backbone.num_tokens(0),
             out_dim,
         )
+        if not self.latent_layers:
+            return decoder
+        view = backbone.layer_view()
+        assert view is not None, "layer-wise regimes are checked for a per-layer cut"
+        dim = {view.feature_dim(j) for j in self.latent_layers}
+        assert len(dim) == 1, f"target layers of different widths {dim}"
+        return PredictionHead(decoder, self.latent_layers, dim.pop())
 
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
@@ -120,7 +157,14 @@ class MaskedPixels(Objective):
         target = decoder_subset(
             masked, mc.decoder_ratio if train else 1.0, key.generator(TARGET_STREAM)
         )
-        return self.step_from_mask(video, glob[rows], target[rows])
+        step = self.step_from_mask(video, glob[rows], target[rows])
+        fraction = self.cfg.layerlock.latent_fraction
+        if not self.latent_layers or fraction >= 1.0:
+            return step
+        m = target.shape[1]
+        pick = torch.rand(key.batch_size, m, generator=key.generator(LATENT_STREAM)).argsort(1)
+        pick = pick[:, : max(1, round(fraction * m))].sort(dim=1).values
+        return dataclasses.replace(step, latent_idx=pick[rows].to(video.device))
 
     def step_from_mask(
         self, video: torch.Tensor, mask: torch.Tensor, target_idx: torch.Tensor | None = None
@@ -143,8 +187,50 @@ class MaskedPixels(Objective):
         assert isinstance(step, MaskedStep)
         assert step.target_idx is not None and step.targets is not None
         (h,) = outs
-        pred = head(h, step.visible_idx, step.target_idx)  # (B, M, P)
-        tgt = torch.gather(
-            step.targets, 1, step.target_idx.unsqueeze(-1).expand(-1, -1, step.targets.shape[-1])
-        )
-        return masked_mse(pred, tgt)
+        if not isinstance(head, PredictionHead):
+            return masked_mse(head(h, step.visible_idx, step.target_idx), self._pixels(step))
+        feats = head.decoder.features(h, step.visible_idx, step.target_idx)  # (B, M, Dd)
+        layers = [int(t.split(":")[1]) for t in self.targets if t != "pixels"]
+        total = torch.zeros((), device=h.device)
+        if "pixels" in self.targets:
+            total = total + masked_mse(head.decoder.head(feats), self._pixels(step))
+        if layers:
+            latents = latent_targets(
+                backbone, step.views[0], layers, self.cfg.layerlock.target_norm
+            )
+            idx = step.target_idx
+            if step.latent_idx is not None:
+                feats = torch.gather(
+                    feats, 1, step.latent_idx.unsqueeze(-1).expand(-1, -1, feats.shape[-1])
+                )
+                idx = torch.gather(idx, 1, step.latent_idx)
+            for j in layers:
+                tgt = latents[j]
+                tgt = torch.gather(tgt, 1, idx.unsqueeze(-1).expand(-1, -1, tgt.shape[-1]))
+                total = total + masked_mse(head.readouts[str(j)](feats), tgt)
+        return total
+
+    @staticmethod
+    def _pixels(step: MaskedStep) -> torch.Tensor:
+        """The pixel targets of the tokens the decoders rebuild, (B, M, P)."""
+        assert step.target_idx is not None and step.targets is not None
+        idx = step.target_idx.unsqueeze(-1).expand(-1, -1, step.targets.shape[-1])
+        return torch.gather(step.targets, 1, idx)
+
+
+def latent_targets(
+    backbone: Backbone, video: torch.Tensor, layers: Sequence[int], norm: bool = True
+) -> dict[int, torch.Tensor]:
+    """The outputs (B, N, D) of encoder ``layers`` on the whole unmasked ``video``, without
+    gradient, read from the backbone's per-layer cut; with ``norm`` each token is
+    standardized over its features (layer norm without affine parameters)."""
+    view = backbone.layer_view()
+    if view is None:
+        raise ValueError(f"{type(backbone).__name__} has no per-layer cut for latent targets")
+    out, x = {}, video
+    with torch.no_grad():
+        for j in range(max(layers) + 1):
+            x = view.forward_block(j, x)
+            if j in layers:
+                out[j] = F.layer_norm(x.float(), x.shape[-1:]) if norm else x.float()
+    return out

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from bwssl.errors import TrainingDiverged, UserError
 from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
 from bwssl.objectives.base import StepKey
 from bwssl.objectives.registry import build_objective
-from bwssl.regimes import Stage, stages
+from bwssl.regimes import Stage, is_layerwise, run_stages, stages
 from bwssl.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
@@ -135,7 +136,12 @@ class Trainer:
                 "train.precision=fp16 needs a loss scaler per block, which a shared "
                 "decoder (model.shared_decoder=true) cannot have; use bf16 or fp32"
             )
-        self.stages = stages(cfg.regime, cfg.model.num_blocks)
+        self.layerwise = is_layerwise(cfg.regime)
+        self.stages: list[Stage] = (
+            [] if self.layerwise else stages(cfg.regime, cfg.model.num_blocks)
+        )
+        """The run's stages; a layer-wise regime's are known once the run's length is
+        (:meth:`plan`)."""
         self._tb: Any = None
 
     # --- setup -------------------------------------------------------------------------------
@@ -143,12 +149,34 @@ class Trainer:
         """The autocast context of this run's precision on its device."""
         return autocast(self.device, self.amp_dtype)
 
+    def run_length(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of one stage of ``train.epochs`` epochs (at most
+        ``train.max_steps``); a layer-wise regime's whole run is this long."""
+        total = steps_per_epoch * self.cfg.train.epochs
+        if self.cfg.train.max_steps is not None:
+            total = min(total, self.cfg.train.max_steps)
+        return total
+
+    def plan(self, steps_per_epoch: int) -> list[Stage]:
+        """The run's stages at ``steps_per_epoch`` (a layer-wise schedule is checked against
+        the run's length here: a bad one raises ConfigError before anything is written)."""
+        self.stages = run_stages(self.cfg, self.run_length(steps_per_epoch))
+        return self.stages
+
+    def training_model(self, model: BlockwiseModel) -> BlockwiseModel:
+        """What the stages train: ``model`` itself, or for a layer-wise regime its per-layer
+        view (the same parameters, one block per layer)."""
+        return model.layer_view() if self.layerwise else model
+
     def prepare_stage(self, model: BlockwiseModel, stage: Stage) -> list[Unit]:
-        """Set up ``model`` for ``stage`` (frozen blocks without gradients and in eval mode,
-        trained blocks in train mode) and return the stage's units (:meth:`units`)."""
+        """Set up ``model`` (the :meth:`training_model`) for ``stage``: frozen blocks without
+        gradients and in eval mode, trained blocks in train mode, the objective on the
+        stage's targets; returns the stage's units (:meth:`units`). Frozen blocks are in no
+        optimizer, so nothing (weight decay, momentum) moves them."""
         for k, block in enumerate(model.blocks):
             block.requires_grad_(k in stage.trained)
             block.train(k >= stage.frozen)
+        model.objective.set_targets(stage.targets)
         return self.units(model, stage)
 
     def units(self, model: BlockwiseModel, stage: Stage, wrap: bool = True) -> list[Unit]:
@@ -203,15 +231,17 @@ class Trainer:
                 f"the training set has {len(data)} clips, fewer than "
                 f"train.batch_size={cfg.train.batch_size}; lower the batch size"
             )
+        self.plan(steps_per_epoch)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg).to(self.device)
+        self.model = model
+        train_model = self.training_model(model)
         if self.rank == 0:
             run.prepare(cfg, environment(self.device, cfg.seed))
         if self.world > 1:
             dist.barrier()
             if run.saved_config() != cfg:
                 raise UserError(f"{run.root} holds a run with a different config")
-
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg).to(self.device)
 
         pos, ckpt = Position(), None
         if run.last.exists():
@@ -236,10 +266,11 @@ class Trainer:
             cfg.train.batch_size / cfg.train.lr_scale_batch if cfg.train.lr_scale_batch else 1.0
         )
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
+        run_total = self.run_length(steps_per_epoch)
 
         prev: list[Unit] = []
         for stage in self.stages[pos.stage :]:
-            units = self.prepare_stage(model, stage)
+            units = self.prepare_stage(train_model, stage)
             saved = ckpt["units"] if ckpt is not None else []
             saved_stage = (
                 ckpt.get("units_stage", ckpt["position"]["stage"]) if ckpt is not None else None
@@ -248,29 +279,32 @@ class Trainer:
                 load_unit_states(units, saved)
             elif stage.carry_optimizer:
                 if not prev and saved and saved_stage == stage.index - 1:
-                    prev = self.units(model, self.stages[stage.index - 1], wrap=False)
+                    prev = self.units(train_model, self.stages[stage.index - 1], wrap=False)
                     load_unit_states(prev, saved)
                 carry_optimizer_state(prev, units)
+            end = self.stage_steps(stage, steps_per_epoch)
             self._run_stage(
-                model,
+                train_model,
                 stage,
                 units,
                 sampler,
                 loader,
                 pos,
                 steps_per_epoch,
-                self.stage_steps(stage, steps_per_epoch),
-                peak,
-                warmup,
+                end,
+                lambda s, stage=stage, end=end: self.lr(stage, s, end, run_total, peak, warmup),
             )
-            pos.stage, pos.epoch, pos.step = stage.index + 1, 0, 0
             following = self.stages[stage.index + 1] if stage.index + 1 < len(self.stages) else None
+            # A stage on the run's one schedule starts where the schedule (and the data) is.
+            offset = following.lr_offset if following is not None else None
+            pos.stage = stage.index + 1
+            pos.epoch, pos.step = divmod(offset, steps_per_epoch) if offset else (0, 0)
             carry = following is not None and following.carry_optimizer
-            self._checkpoint(model, units if carry else [], pos, run.last)
+            self._checkpoint(model, units if carry else [], pos, run.last, stage.index)
             prev = units
 
         if self.rank == 0:
-            save_checkpoint(run.final, self._payload(model, [], pos))
+            save_checkpoint(run.final, self._payload(model, [], pos, None))
             if self._tb:
                 self._tb.close()
         if self.world > 1:
@@ -279,12 +313,31 @@ class Trainer:
         return run.final
 
     def stage_steps(self, stage: Stage, steps_per_epoch: int) -> int:
-        """Optimizer steps of ``stage``: its own length, else ``train.epochs`` epochs; at most
-        ``train.max_steps``."""
+        """Where ``stage`` ends, counted like its steps: a stage on its own schedule ends
+        after its own length, else ``train.epochs`` epochs, at most ``train.max_steps``; a
+        stage on the run's schedule (``lr_offset``) ends at ``lr_offset`` + its length, or at
+        the run's end."""
+        if stage.lr_offset is not None:
+            end = self.run_length(steps_per_epoch)
+            return end if stage.steps is None else min(end, stage.lr_offset + stage.steps)
         total = stage.steps if stage.steps is not None else steps_per_epoch * self.cfg.train.epochs
         if self.cfg.train.max_steps is not None:
             total = min(total, self.cfg.train.max_steps)
         return total
+
+    def lr(
+        self, stage: Stage, step: int, end: int, run_total: int, peak: float, warmup: int
+    ) -> float:
+        """The learning rate at ``step`` of ``stage`` (counted like :meth:`stage_steps`, which
+        gives ``end``): warmup and cosine over the stage, or over the run (``run_total``
+        steps) for a stage on the run's schedule, times the stage's re-warmup ramp."""
+        floor = self.cfg.train.min_lr
+        if stage.lr_offset is None:
+            return lr_at(step, end, warmup, peak, floor)
+        lr = lr_at(step, run_total, warmup, peak, floor)
+        if stage.rewarm_steps:
+            lr *= min(1.0, (step - stage.lr_offset + 1) / stage.rewarm_steps)
+        return lr
 
     def _run_stage(
         self,
@@ -296,8 +349,7 @@ class Trainer:
         pos: Position,
         steps_per_epoch: int,
         total: int,
-        peak: float,
-        warmup: int,
+        lr_of: Callable[[int], float],
     ) -> None:
         cfg = self.cfg
         label = f"{cfg.regime} stage {stage.index + 1}/{len(self.stages)}"
@@ -320,8 +372,10 @@ class Trainer:
                 stage_step = pos.epoch * steps_per_epoch + pos.step
                 if stage_step >= total:
                     break
-                lr = lr_at(stage_step, total, warmup, peak, cfg.train.min_lr)
+                lr = lr_of(stage_step)
                 losses = self.step(model, stage, units, batch, pos, lr)
+                if self.layerwise:  # the last layer's loss is the last block's
+                    losses = {self.model.num_blocks - 1: v for v in losses.values()}
                 pos.seen += batch.video.shape[0] + batch.skipped
                 pos.skipped += batch.skipped
                 check_unreadable(pos.skipped, pos.seen, cfg.data)
@@ -342,6 +396,8 @@ class Trainer:
                         {
                             "step": pos.global_step,
                             "stage": stage.index,
+                            "frozen": stage.frozen,
+                            "targets": list(stage.targets),
                             "epoch": pos.epoch,
                             "loss": {str(k): sum(v) / len(v) for k, v in window.items()},
                             "lr": lr,
@@ -362,7 +418,7 @@ class Trainer:
                     epoch_losses, t_epoch, clips_epoch = {}, now, 0
                     pos.epoch, pos.step = pos.epoch + 1, 0
                 if pos.global_step % cfg.train.checkpoint_every == 0:
-                    self._checkpoint(model, units, pos, self.run.last)
+                    self._checkpoint(self.model, units, pos, self.run.last, stage.index)
                 if epoch_done:
                     break
         bar.close()
@@ -467,7 +523,11 @@ class Trainer:
         unit.optimizer.zero_grad(set_to_none=True)
 
     # --- state -------------------------------------------------------------------------------
-    def _payload(self, model: BlockwiseModel, units: list[Unit], pos: Position) -> dict[str, Any]:
+    def _payload(
+        self, model: BlockwiseModel, units: list[Unit], pos: Position, units_stage: int | None
+    ) -> dict[str, Any]:
+        """The checkpoint of ``model`` (the stored model, never a per-layer view) at ``pos``,
+        with the optimizer ``units`` of stage ``units_stage``."""
         return {
             "model": model.state_dict(),
             "units": [
@@ -478,7 +538,7 @@ class Trainer:
                 }
                 for u in units
             ],
-            "units_stage": pos.stage if pos.step or pos.epoch else pos.stage - 1,
+            "units_stage": units_stage,
             "position": asdict(pos),
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
@@ -486,10 +546,15 @@ class Trainer:
         }
 
     def _checkpoint(
-        self, model: BlockwiseModel, units: list[Unit], pos: Position, path: Path
+        self,
+        model: BlockwiseModel,
+        units: list[Unit],
+        pos: Position,
+        path: Path,
+        units_stage: int,
     ) -> None:
         if self.rank == 0:
-            save_checkpoint(path, self._payload(model, units, pos))
+            save_checkpoint(path, self._payload(model, units, pos, units_stage))
 
     def _log(self, record: dict[str, Any]) -> None:
         """One metrics.jsonl line; also TensorBoard scalars when tensorboard is installed."""
