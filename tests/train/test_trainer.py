@@ -182,8 +182,17 @@ def _train_cmd(out: Path, *extra: str) -> list[str]:
         ("objective.name=barlow_twins", "regime=simultaneous"),
         ("objective.name=vicreg", "regime=e2e"),
         ("objective.name=simclr", "regime=sequential"),
+        # Killed between the second and third freezing events (steps 28 and 36 of 48).
+        (
+            "regime=layerlock",
+            "layerlock.start_step=20",
+            "layerlock.interval=8",
+            "layerlock.max_frozen=3",
+            "layerlock.switch_warmup_steps=3",
+            "layerlock.latent_fraction=0.5",
+        ),
     ],
-    ids=["masked_pixels", "barlow_twins", "vicreg", "simclr"],
+    ids=["masked_pixels", "barlow_twins", "vicreg", "simclr", "layerlock"],
 )
 def test_resume_after_sigkill_gives_identical_weights(tmp_path, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
