@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bwssl.config import ConfigError
 from bwssl.data.transforms import normalize
 from bwssl.models import BACKBONES, build_model
 from bwssl.objectives import OBJECTIVES, StepKey
-from bwssl.config import ConfigError
 from bwssl.regimes import REGIMES, is_layerwise, run_stages
 from bwssl.train.trainer import Trainer, train
 from bwssl.train.units import UnitForward
@@ -41,7 +41,7 @@ def _cfg(make_cfg, arch: str, objective: str, regime: str, *extra: str):
         *extra,
     ]
     if is_layerwise(regime) and regime != "freeze" and objective != "masked_pixels":
-        with pytest.raises(ConfigError, match="objective.name"):
+        with pytest.raises(ConfigError, match=r"objective\.name"):
             make_cfg(*args)
         return None
     return make_cfg(*args)

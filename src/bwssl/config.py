@@ -75,6 +75,11 @@ class ModelConfig:
     """One decoder shared by all blocks instead of one per block."""
     grad_checkpointing: bool = False
     """Recompute encoder layer activations in backward to save memory."""
+    rope: bool = False
+    """3-D rotary position embeddings: every attention of the encoder and of the decoders
+    rotates queries and keys by the tokens' (t, h, w) grid positions (10%, 25%, 25% of each
+    head's dims, the rest unrotated), and no sinusoid position table is added to the tokens.
+    Such models cannot be exported to Hugging Face VideoMAE."""
 
     def __post_init__(self) -> None:
         from bwssl.models.registry import BACKBONES  # the registry imports this module
@@ -102,6 +107,12 @@ class ModelConfig:
             _fail(
                 "model.decoder_heads",
                 f"must divide model.decoder_dim={self.decoder_dim}, got {self.decoder_heads}",
+            )
+        if self.rope and self.embed_dim // self.num_heads < 6:
+            _fail(
+                "model.rope",
+                f"needs attention heads of at least 6 dims (2 per rotated axis), got "
+                f"{self.embed_dim // self.num_heads} (model.embed_dim / model.num_heads)",
             )
         if self.mlp_ratio <= 0:
             _fail("model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")

@@ -443,6 +443,11 @@ def export_hf(
             f"only video ViT encoders can be exported to Hugging Face VideoMAE, "
             f"not model.arch={model.objective.cfg.model.arch}"
         )
+    if model.objective.cfg.model.rope:
+        raise UserError(
+            "a model with model.rope=true cannot be exported to Hugging Face VideoMAE: "
+            "VideoMAE has no rotary position embeddings, only an added sinusoid table"
+        )
     if not model.objective.reconstructs_pixels:
         decoder = False  # a projector or other head has no VideoMAE counterpart
     out = Path(out_dir)

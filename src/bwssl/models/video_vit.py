@@ -4,6 +4,11 @@ layers, cut into K blocks of consecutive layers.
 Matches VideoMAE's block: LayerNorm eps 1e-6, exact GELU, a bias-free qkv
 projection with separate q and v biases (k has none), attention through
 ``scaled_dot_product_attention``, xavier-uniform Linear weights with zero bias.
+
+With ``model.rope`` the tokens get no sinusoid table: every attention rotates
+its queries and keys by the tokens' (t, h, w) positions instead
+(:mod:`bwssl.models.rope`); each block works out those positions from the
+step's keep mask.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bwssl.config import ModelConfig
 from bwssl.models.backbone import Backbone, BlockInput, ClipShape
+from bwssl.models.rope import Rotary3D, RotaryTables, rotate, token_coords
 
 
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -64,6 +70,8 @@ class TubeletEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention; with rotary tables the queries and keys are rotated."""
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -72,11 +80,14 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(dim))
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); ``rope`` holds the cos/sin tables of the N tokens."""
         b, n, d = x.shape
         bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias)  # (B, N, 3D)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D/H)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
@@ -92,8 +103,8 @@ class Layer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope)
         return x + self.mlp(self.norm2(x))
 
 
@@ -107,12 +118,14 @@ class LayerStack(nn.Module):
         self.layers = nn.ModuleList(Layer(dim, heads, mlp_ratio) for _ in range(depth))
         self.grad_checkpointing = grad_checkpointing
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None) -> torch.Tensor:
+        """Run the layers on ``x`` (B, N, D); ``rope``: rotary tables of its N tokens, shared
+        by every layer."""
         for layer in self.layers:
             if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
-                x = checkpoint(layer, x, use_reentrant=False)
+                x = checkpoint(layer, x, rope, use_reentrant=False)
             else:
-                x = layer(x)
+                x = layer(x, rope)
         return x
 
 
@@ -138,19 +151,32 @@ def init_weights(module: nn.Module) -> None:
 
 
 class EncoderBlock(nn.Module):
-    """Layers [start, stop) of the encoder; block 0 embeds, the last block normalizes."""
+    """Layers [start, stop) of the encoder; block 0 embeds, the last block normalizes.
+
+    Positions: block 0 adds the sinusoid table (``pos_embed``) to its tokens,
+    or, with ``cfg.rope``, no table is made (``pos_embed`` is None) and every
+    block rotates queries and keys by its tokens' grid positions (``rotary``).
+    """
 
     def __init__(
         self, cfg: ModelConfig, clip: ClipShape, start: int, stop: int, first: bool, last: bool
     ) -> None:
         super().__init__()
+        self.grid = (
+            clip.frames // cfg.tubelet_size,
+            clip.size // cfg.patch_size,
+            clip.size // cfg.patch_size,
+        )
+        self.rotary = Rotary3D(cfg.embed_dim // cfg.num_heads) if cfg.rope else None
         self.embed: TubeletEmbed | None = None
+        self.pos_embed: torch.Tensor | None
         if first:
             self.embed = TubeletEmbed(
                 clip.channels, cfg.embed_dim, cfg.tubelet_size, cfg.patch_size
             )
-            n = (clip.frames // cfg.tubelet_size) * (clip.size // cfg.patch_size) ** 2
-            self.register_buffer("pos_embed", sinusoid_table(n, cfg.embed_dim), persistent=False)
+            n = self.grid[0] * self.grid[1] * self.grid[2]
+            table = None if cfg.rope else sinusoid_table(n, cfg.embed_dim)
+            self.register_buffer("pos_embed", table, persistent=False)
         self.layers = LayerStack(
             stop - start, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.grad_checkpointing
         )
@@ -158,22 +184,31 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
         """Block 0 takes the clip (B, C, T, H, W) and embeds the tokens ``inp.keep`` says (all
-        by default); the others take tokens (B, N, D)."""
+        by default); the others take tokens (B, N, D), the tokens ``inp.keep`` keeps (all
+        by default), in token order."""
+        keep = inp.keep if inp is not None else None
         if self.embed is not None:
-            pos = self.pos_embed.to(x.dtype)
-            keep = inp.keep if inp is not None else None
-            if keep is None:
-                x = self.embed(x) + pos  # (B, N, D)
-            else:  # only the kept tubelets are embedded: (B, N_keep, D)
-                x = self.embed(x, keep) + pos.expand(x.shape[0], -1, -1)[keep].view(
-                    x.shape[0], -1, pos.shape[-1]
-                )
-        x = self.layers(x)
+            if self.pos_embed is None:  # rotary positions instead of a table
+                x = self.embed(x, keep)
+            else:
+                pos = self.pos_embed.to(x.dtype)
+                if keep is None:
+                    x = self.embed(x) + pos  # (B, N, D)
+                else:  # only the kept tubelets are embedded: (B, N_keep, D)
+                    x = self.embed(x, keep) + pos.expand(x.shape[0], -1, -1)[keep].view(
+                        x.shape[0], -1, pos.shape[-1]
+                    )
+        rope = None
+        if self.rotary is not None:
+            coords = token_coords(keep, self.grid, x.shape[0], x.shape[1], x.device)
+            rope = self.rotary.tables(coords)
+        x = self.layers(x, rope)
         return self.norm(x) if self.norm is not None else x
 
 
 class VideoViT(Backbone):
-    """A video ViT whose layers are cut into blocks at ``cfg.block_ranges()``."""
+    """A video ViT whose layers are cut into blocks at ``cfg.block_ranges()``; ``cfg.rope``
+    switches from the added sinusoid table to rotary positions in every block."""
 
     def __init__(self, cfg: ModelConfig, clip: ClipShape) -> None:
         super().__init__()
@@ -210,11 +245,17 @@ class VideoViT(Backbone):
         if self.cfg.boundaries is None and self.cfg.num_blocks == self.cfg.depth:
             return self
         view: VideoViT | None = self.__dict__.get("_layer_view")
-        first = self.blocks[0]
-        if view is None or view.blocks[0].pos_embed.device != first.pos_embed.device:
+        if view is None or _table_device(view) != _table_device(self):
             view = layer_cut(self)
             self.__dict__["_layer_view"] = view  # a plain attribute: not a submodule
         return view
+
+
+def _table_device(vit: VideoViT) -> torch.device | None:
+    """Where block 0's position table lies (None with rotary positions, which keep no tensors):
+    the only tensor of a layer view that is not the model's own."""
+    table = vit.blocks[0].pos_embed
+    return None if table is None else table.device
 
 
 def layer_cut(vit: VideoViT) -> VideoViT:
@@ -232,4 +273,4 @@ def layer_cut(vit: VideoViT) -> VideoViT:
         block.layers.layers[0] = layer
     view.blocks[0].embed = vit.blocks[0].embed
     view.blocks[-1].norm = vit.blocks[-1].norm
-    return view.to(vit.blocks[0].pos_embed.device)
+    return view.to(next(vit.blocks[0].parameters()).device)

@@ -137,6 +137,7 @@ class MaskedPixels(Objective):
             m.mlp_ratio,
             backbone.num_tokens(0),
             out_dim,
+            rope_grid=self.grid if m.rope else None,
         )
         if not self.latent_layers:
             return decoder

@@ -374,8 +374,9 @@ class Trainer:
                     break
                 lr = lr_of(stage_step)
                 losses = self.step(model, stage, units, batch, pos, lr)
-                if self.layerwise:  # the last layer's loss is the last block's
-                    losses = {self.model.num_blocks - 1: v for v in losses.values()}
+                if self.layerwise and losses:  # the last layer's loss is the last block's
+                    (value,) = losses.values()
+                    losses = {self.model.num_blocks - 1: value}
                 pos.seen += batch.video.shape[0] + batch.skipped
                 pos.skipped += batch.skipped
                 check_unreadable(pos.skipped, pos.seen, cfg.data)
