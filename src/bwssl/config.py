@@ -227,6 +227,13 @@ class ObjectiveConfig:
     """VICReg: covariance coefficient."""
     temperature: float = 0.1
     """SimCLR: NT-Xent temperature."""
+    decoding: Literal["decoder", "tokens"] = "decoder"
+    """Masked pixels: ``decoder``, a separate decoder per head (VideoMAE); ``tokens``,
+    position-only decoding tokens join the encoder before its last ``decoding_layers``
+    layers and a linear read-out per token predicts them (LayerLock's design; only for
+    regimes whose one loss is at the last block)."""
+    decoding_layers: int = 4
+    """Masked pixels with ``decoding: tokens``: encoder layers the decoding tokens pass."""
     views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
@@ -243,6 +250,8 @@ class ObjectiveConfig:
                 _fail(f"objective.{name}", f"must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:
             _fail("objective.temperature", f"must be > 0, got {self.temperature}")
+        if self.decoding_layers < 1:
+            _fail("objective.decoding_layers", f"must be >= 1, got {self.decoding_layers}")
 
 
 @dataclass
@@ -488,6 +497,8 @@ class Config:
                 f"{self.train.batch_size // self.train.accum_steps}",
             )
         m, d = self.model, self.data
+        if self.objective.decoding == "tokens":
+            self._check_decoding_tokens()
         if d.crop_size % m.patch_size:
             _fail(
                 "model.patch_size", f"must divide data.crop_size={d.crop_size}, got {m.patch_size}"
@@ -504,6 +515,27 @@ class Config:
             _fail(
                 "data.root",
                 "data.name=ucf101 needs data.root (the UCF101 video folder) or data.frames_root",
+            )
+
+    def _check_decoding_tokens(self) -> None:
+        from bwssl.regimes import head_blocks
+
+        o, k = self.objective, self.model.num_blocks
+        if o.name != "masked_pixels":
+            _fail("objective.decoding", f"tokens is a masked_pixels design, not {o.name}'s")
+        if o.decoding_layers > self.model.depth:
+            _fail(
+                "objective.decoding_layers",
+                f"must be <= model.depth={self.model.depth}, got {o.decoding_layers}",
+            )
+        if self.model.shared_decoder:
+            _fail("objective.decoding", "tokens has no decoder to share (model.shared_decoder)")
+        if head_blocks(self.regime, k) != (k - 1,):
+            _fail(
+                "objective.decoding",
+                f"tokens passes the decoding tokens through the last encoder layers, so the "
+                f"one loss must be at the last block; regime {self.regime} has losses at "
+                f"blocks {[b + 1 for b in head_blocks(self.regime, k)]}",
             )
 
     def _check_layer_schedule(self) -> None:

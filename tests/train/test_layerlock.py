@@ -219,3 +219,21 @@ def test_the_layer_view_shares_every_parameter(make_cfg):
     assert view.head(3) is model.head(1)
     with pytest.raises(ConfigError):
         make_cfg("regime=layerlock", "layerlock.max_frozen=4")
+
+
+@pytest.mark.parametrize("rope", ["false", "true"])
+def test_layerlock_with_decoding_tokens_and_rotary_positions(make_cfg, tmp_path, rope):
+    cfg = make_cfg(
+        "regime=layerlock",
+        *SCHEDULE,
+        "objective.decoding=tokens",
+        "objective.decoding_layers=2",
+        f"model.rope={rope}",
+        "mask.kind=random",
+    )
+    train(cfg, tmp_path)
+    rows = _metrics(tmp_path)
+    assert [r["targets"] for r in rows][::4] == [["pixels"], ["layer:0"], ["layer:1"], ["layer:1"]]
+    assert all(torch.isfinite(torch.tensor(r["loss"]["1"])) for r in rows)
+    final = torch.load(tmp_path / "checkpoints/final.pt", weights_only=False)["model"]
+    assert {"decoders.1.readouts.0.weight", "decoders.1.readouts.1.weight"} <= set(final)

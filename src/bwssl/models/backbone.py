@@ -35,6 +35,12 @@ class BlockInput:
     """
 
     keep: torch.Tensor | None = None
+    decode_idx: torch.Tensor | None = None
+    """(B, M) grid positions of decoding tokens: position-only tokens that join the
+    sequence before encoder layer ``decode_at`` and leave the last block as its final M
+    tokens, where a per-token read-out predicts them (None: no decoding tokens)."""
+    decode_at: int | None = None
+    """The global encoder layer before which the decoding tokens join."""
 
 
 class Backbone(nn.Module, metaclass=abc.ABCMeta):

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bwssl.config import ModelConfig
 from bwssl.models.backbone import Backbone, BlockInput, ClipShape
-from bwssl.models.rope import Rotary3D, RotaryTables, rotate, token_coords
+from bwssl.models.rope import Rotary3D, RotaryTables, index_coords, rotate, token_coords
 
 
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -118,10 +118,16 @@ class LayerStack(nn.Module):
         self.layers = nn.ModuleList(Layer(dim, heads, mlp_ratio) for _ in range(depth))
         self.grad_checkpointing = grad_checkpointing
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None) -> torch.Tensor:
-        """Run the layers on ``x`` (B, N, D); ``rope``: rotary tables of its N tokens, shared
-        by every layer."""
-        for layer in self.layers:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: RotaryTables | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Run layers [start, stop) (all by default) on ``x`` (B, N, D); ``rope``: rotary
+        tables of its N tokens, shared by every layer."""
+        for layer in self.layers[start:stop]:
             if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
                 x = checkpoint(layer, x, rope, use_reentrant=False)
             else:
@@ -181,6 +187,8 @@ class EncoderBlock(nn.Module):
             stop - start, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.grad_checkpointing
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if last else None
+        self.start = start
+        """The global index of this block's first layer."""
 
     def forward(self, x: torch.Tensor, inp: BlockInput | None = None) -> torch.Tensor:
         """Block 0 takes the clip (B, C, T, H, W) and embeds the tokens ``inp.keep`` says (all
@@ -198,12 +206,40 @@ class EncoderBlock(nn.Module):
                     x = self.embed(x, keep) + pos.expand(x.shape[0], -1, -1)[keep].view(
                         x.shape[0], -1, pos.shape[-1]
                     )
-        rope = None
-        if self.rotary is not None:
-            coords = token_coords(keep, self.grid, x.shape[0], x.shape[1], x.device)
-            rope = self.rotary.tables(coords)
-        x = self.layers(x, rope)
+        at = inp.decode_at if inp is not None else None
+        split = len(self.layers.layers)
+        if at is not None and self.start <= at < self.start + split:
+            split = at - self.start  # decoding tokens join inside this block
+        dec = inp.decode_idx if inp is not None and at is not None else None
+        joined = dec is not None and at is not None and at < self.start
+        x = self.layers(x, self._rope(keep, x, dec if joined else None), 0, split)
+        if split < len(self.layers.layers):
+            assert dec is not None
+            x = torch.cat([x, self._decoding_tokens(dec, x)], dim=1)
+            x = self.layers(x, self._rope(keep, x, dec), split)
         return self.norm(x) if self.norm is not None else x
+
+    def _rope(
+        self, keep: torch.Tensor | None, x: torch.Tensor, dec: torch.Tensor | None
+    ) -> RotaryTables | None:
+        """Rotary tables of ``x``'s tokens: the kept ones, then decoding tokens at ``dec``."""
+        if self.rotary is None:
+            return None
+        n_dec = 0 if dec is None else dec.shape[1]
+        coords = token_coords(keep, self.grid, x.shape[0], x.shape[1] - n_dec, x.device)
+        if dec is not None:
+            coords = torch.cat([coords, index_coords(dec.to(x.device), self.grid)], dim=1)
+        return self.rotary.tables(coords)
+
+    def _decoding_tokens(self, dec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Position-only tokens (B, M, D) at grid positions ``dec``: the sinusoid position
+        of each (no learned content), or zeros with rotary positions."""
+        b, m = dec.shape
+        if self.rotary is not None:
+            return x.new_zeros(b, m, x.shape[-1])
+        n = self.grid[0] * self.grid[1] * self.grid[2]
+        table = sinusoid_table(n, x.shape[-1]).to(device=x.device, dtype=x.dtype)
+        return table[dec.to(x.device)]
 
 
 class VideoViT(Backbone):

@@ -104,6 +104,20 @@ class PredictionHead(nn.Module):
         return self.decoder(visible, visible_idx, target_idx)
 
 
+class TokenReadout(nn.Module):
+    """Linear read-outs of the decoding tokens (no decoder): pixels, and one per latent
+    target layer."""
+
+    def __init__(self, dim: int, pixels: int, layers: Sequence[int], latent_dim: int) -> None:
+        super().__init__()
+        self.pixels = nn.Linear(dim, pixels)
+        self.readouts = nn.ModuleDict({str(j): nn.Linear(dim, latent_dim) for j in layers})
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
 class MaskedPixels(Objective):
     """Reconstruct the pixels of masked tubelets from the visible ones (``mask``, ``loss`` and
     the ``model.decoder_*`` keys)."""
@@ -129,6 +143,9 @@ class MaskedPixels(Objective):
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         m, d = self.cfg.model, self.cfg.data
         out_dim = m.tubelet_size * m.patch_size**2 * d.channels
+        if self.cfg.objective.decoding == "tokens":
+            width = backbone.feature_dim(k)
+            return TokenReadout(width, out_dim, self.latent_layers, width)
         decoder = Decoder(
             backbone.feature_dim(k),
             m.decoder_dim,
@@ -180,7 +197,12 @@ class MaskedPixels(Objective):
         pixels = patch_targets(
             video, m.tubelet_size, m.patch_size, self.cfg.loss.target == "norm_pixels"
         )
-        return MaskedStep([video], [BlockInput(keep=~mask)], visible, target, pixels)
+        inp = BlockInput(keep=~mask)
+        o = self.cfg.objective
+        if o.decoding == "tokens":
+            at = self.cfg.model.depth - o.decoding_layers
+            inp = BlockInput(keep=~mask, decode_idx=target, decode_at=at)
+        return MaskedStep([video], [inp], visible, target, pixels)
 
     def loss(
         self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
@@ -188,13 +210,17 @@ class MaskedPixels(Objective):
         assert isinstance(step, MaskedStep)
         assert step.target_idx is not None and step.targets is not None
         (h,) = outs
-        if not isinstance(head, PredictionHead):
+        if isinstance(head, TokenReadout):  # the decoding tokens are the last M tokens
+            feats, pixel_head = h[:, -step.target_idx.shape[1] :], head.pixels
+        elif isinstance(head, PredictionHead):
+            feats = head.decoder.features(h, step.visible_idx, step.target_idx)  # (B, M, Dd)
+            pixel_head = head.decoder.head
+        else:
             return masked_mse(head(h, step.visible_idx, step.target_idx), self._pixels(step))
-        feats = head.decoder.features(h, step.visible_idx, step.target_idx)  # (B, M, Dd)
         layers = [int(t.split(":")[1]) for t in self.targets if t != "pixels"]
         total = torch.zeros((), device=h.device)
         if "pixels" in self.targets:
-            total = total + masked_mse(head.decoder.head(feats), self._pixels(step))
+            total = total + masked_mse(pixel_head(feats), self._pixels(step))
         if layers:
             latents = latent_targets(
                 backbone, step.views[0], layers, self.cfg.layerlock.target_norm
