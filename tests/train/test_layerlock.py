@@ -237,3 +237,21 @@ def test_layerlock_with_decoding_tokens_and_rotary_positions(make_cfg, tmp_path,
     assert all(torch.isfinite(torch.tensor(r["loss"]["1"])) for r in rows)
     final = torch.load(tmp_path / "checkpoints/final.pt", weights_only=False)["model"]
     assert {"decoders.1.readouts.0.weight", "decoders.1.readouts.1.weight"} <= set(final)
+
+
+def test_a_layerlock_run_is_analysed_on_its_latent_target_and_its_pixel_head(make_cfg, tmp_path):
+    from bwssl.analysis.options import options_from_overrides
+    from bwssl.analysis.results import read_results
+    from bwssl.analysis.suite import analyze
+
+    cfg = make_cfg("regime=layerlock", *SCHEDULE)
+    train(cfg, tmp_path / "run")
+    opts = options_from_overrides(
+        ["metrics=[mse,local_loss]", "mse_clips=8", "batch_size=8", "progress=false"]
+    )
+    rows = read_results(analyze([tmp_path / "run"], tmp_path / "analysis", opts))
+    got = {r.metric: r.value for r in rows}
+    assert set(got) == {"mse", "local_loss"}
+    # local_loss scores the last target (layer 1's output), mse the pixel read-out.
+    assert got["mse"] != got["local_loss"]
+    assert all(r.block == 2 for r in rows)

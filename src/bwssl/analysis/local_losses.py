@@ -8,9 +8,11 @@
   on batch statistics (Barlow Twins, VICReg, SimCLR) are averaged over
   batches of ``batch_size`` clips, weighted by size; a batch smaller than
   the objective needs is left out.
-- ``mse``: the same number for objectives that rebuild pixels (masked
-  pixels: normalized-pixel MSE, the paper's reconstruction curve); other
-  objectives have no pixel reconstruction, and get no ``mse`` rows.
+- ``mse``: the pixel loss for objectives that rebuild pixels (masked
+  pixels: normalized-pixel MSE, the paper's reconstruction curve); the same
+  number as ``local_loss`` unless the run ended on latent targets (LayerLock),
+  whose pixel read-out is then scored on its own. Other objectives have no
+  pixel reconstruction, and get no ``mse`` rows.
 
 Blocks without a head (E2E: all but the last) get no rows.
 """
@@ -54,7 +56,11 @@ def run(ctx: RunContext) -> None:
     items = seeded_subset(len(test), o.mse_clips, o.seed, 3)
     key = StepKey(o.seed, 0, 0, len(items))
     row_of = {int(i): j for j, i in enumerate(items)}
-    sums = np.zeros(len(model.head_blocks))
+    final = objective.targets
+    passes = [final]
+    if pixels and "mse" in ctx.want and final != ("pixels",):
+        passes.append(("pixels",))
+    sums = np.zeros((len(passes), len(model.head_blocks)))
     count = 0
     batches = feat.clip_batches(test, items, o.batch_size, o.num_workers, ctx.device.type == "cuda")
     with torch.inference_mode():
@@ -63,16 +69,19 @@ def run(ctx: RunContext) -> None:
                 continue
             rows = torch.tensor([row_of[int(i)] for i in idx])
             step = objective.prepare(video.to(ctx.device), key, rows, train=False)
-            losses = model.local_losses(step)
-            sums += np.array([float(losses[k]) for k in model.head_blocks]) * len(idx)
+            for p, targets in enumerate(passes):
+                objective.set_targets(targets)
+                losses = model.local_losses(step)
+                sums[p] += np.array([float(losses[k]) for k in model.head_blocks]) * len(idx)
+            objective.set_targets(final)
             count += len(idx)
     if count == 0:
         raise UserError(
             f"{ctx.src.name}: no batch of at least {objective.min_batch} readable "
             "test clips for the local losses; raise mse_clips or batch_size"
         )
-    for k, total in zip(model.head_blocks, sums, strict=True):
+    for j, k in enumerate(model.head_blocks):
         if "local_loss" in ctx.want:
-            ctx.add("local_loss", k + 1, total / count)
+            ctx.add("local_loss", k + 1, sums[0, j] / count)
         if "mse" in ctx.want and pixels:
-            ctx.add("mse", k + 1, total / count)
+            ctx.add("mse", k + 1, sums[-1, j] / count)
