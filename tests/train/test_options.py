@@ -95,6 +95,7 @@ def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
         ("e2e", "masked_pixels"),
         ("simultaneous", "barlow_twins"),
         ("e2e", "vicreg"),
+        ("layerlock", "masked_pixels"),  # freezing events at steps 2 and 4, latent targets
     ],
 )
 def test_two_processes_match_one_with_the_same_global_batch(regime, objective, tmp_path):
@@ -114,6 +115,10 @@ def test_two_processes_match_one_with_the_same_global_batch(regime, objective, t
         "train.batch_size=4",
         "train.device=cpu",
         f"objective.name={objective}",
+        "layerlock.start_step=2",
+        "layerlock.interval=2",
+        "layerlock.max_frozen=2",
+        "layerlock.latent_fraction=0.5",
     ]
     subprocess.run(
         [sys.executable, *args, "--out", str(tmp_path / "one")],

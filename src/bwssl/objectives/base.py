@@ -89,6 +89,12 @@ class Objective(abc.ABC):
             return {"0": self.make_head(backbone, blocks[-1])} if blocks else {}
         return {str(k): self.make_head(backbone, k) for k in blocks}
 
+    def idle_params(self, head: nn.Module, targets: tuple[str, ...]) -> list[nn.Parameter]:
+        """Parameters of ``head`` that ``targets`` leave unused (a read-out of another
+        target); the trainer keeps them out of training, so they get no gradient and no
+        update, and DDP does not wait for their gradients."""
+        return []
+
     @abc.abstractmethod
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         """The head that reads block k's output."""

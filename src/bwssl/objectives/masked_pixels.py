@@ -140,6 +140,19 @@ class MaskedPixels(Objective):
             return {"0": self.make_head(backbone, 0)} if blocks else {}
         return super().make_heads(backbone, blocks)
 
+    def idle_params(self, head: nn.Module, targets: tuple[str, ...]) -> list[nn.Parameter]:
+        if isinstance(head, PredictionHead):
+            pixel_head: nn.Module = head.decoder.head
+        elif isinstance(head, TokenReadout):
+            pixel_head = head.pixels
+        else:
+            return []
+        idle = [] if "pixels" in targets else list(pixel_head.parameters())
+        for j, readout in head.readouts.items():
+            if f"layer:{j}" not in targets:
+                idle += list(readout.parameters())
+        return idle
+
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         m, d = self.cfg.model, self.cfg.data
         out_dim = m.tubelet_size * m.patch_size**2 * d.channels

@@ -177,13 +177,23 @@ class Trainer:
             block.requires_grad_(k in stage.trained)
             block.train(k >= stage.frozen)
         model.objective.set_targets(stage.targets)
+        for head in model.heads.values():
+            head.requires_grad_(True)
+            for p in model.objective.idle_params(head, stage.targets):
+                p.requires_grad_(False)
         return self.units(model, stage)
 
     def units(self, model: BlockwiseModel, stage: Stage, wrap: bool = True) -> list[Unit]:
         """The optimizer units of ``stage``: per unit its blocks' forward (wrapped in DDP and
-        compiled as configured; ``wrap=False``: neither), parameters, AdamW and loss scaler."""
+        compiled as configured; ``wrap=False``: neither), parameters (less the read-outs the
+        stage's targets leave idle), AdamW and loss scaler."""
         tc = self.cfg.train
         units = []
+        idle = {
+            id(p)
+            for h in model.heads.values()
+            for p in model.objective.idle_params(h, stage.targets)
+        }
         head = model.shared_head
         shared = list(head.parameters()) if head is not None else []
         groups: list[tuple[tuple[int, ...], bool]] = [(u, True) for u in stage.units]
@@ -193,6 +203,7 @@ class Trainer:
             params = [p for k in blocks for p in model.block_params(k)]
             if shared and (not has_forward or len(stage.units) == 1):
                 params += shared
+            params = [p for p in params if id(p) not in idle]
             fwd: nn.Module | None = None
             if has_forward:
                 fwd = UnitForward(model, blocks, stage.loss_blocks)
