@@ -1,4 +1,4 @@
-"""The ``bwssl`` command: train, analyze, run, bench, data, export-hf.
+"""The ``bwssl`` command: train, analyze, run, bench, data, export-hf, layer-convergence.
 
 User errors (bad config, missing files) print one ``error:`` line and exit
 with status 2, never a traceback.
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bwssl.data.commands import add_data_parser
     from bwssl.experiment import add_run_parser
     from bwssl.interop.commands import add_export_parser
+    from bwssl.layer_convergence import add_layer_convergence_parser
 
     for add in (
         add_data_parser,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_run_parser,
         add_export_parser,
         add_bench_parser,
+        add_layer_convergence_parser,
     ):
         add(sub)
     return parser
