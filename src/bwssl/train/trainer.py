@@ -231,6 +231,8 @@ class Trainer:
                 f"resuming {run.root} at stage {pos.stage + 1}, epoch {pos.epoch + 1}, "
                 f"step {pos.step} (global step {pos.global_step})"
             )
+        elif self.rank == 0:
+            run.truncate_metrics(0)  # lines of an earlier attempt killed before any checkpoint
 
         sampler = EpochBatchSampler(
             len(data), cfg.train.batch_size, cfg.seed, rank=self.rank, world=self.world
