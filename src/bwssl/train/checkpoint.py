@@ -47,7 +47,13 @@ class CheckpointError(UserError):
 
 
 class DamagedCheckpoint(CheckpointError):
-    """A checkpoint whose bytes are not the ones bwssl wrote (truncated, garbled)."""
+    """A checkpoint whose bytes are not the ones bwssl wrote (truncated, garbled).
+
+    The message names the file, what is wrong (``problem``) and what to do."""
+
+    def __init__(self, path: Path, problem: str, remedy: str | None = None) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"checkpoint {path} {problem}; {remedy or _WHAT_TO_DO}")
 
 
 class UnsafeCheckpoint(CheckpointError):
@@ -69,8 +75,8 @@ def _legacy_numpy_globals() -> list[Any]:
 
 
 _WHAT_TO_DO = (
-    "restore it from a copy, or delete it and its .sha256 file (bwssl train then redoes "
-    "the steps it held)"
+    "restore it from a copy, or delete it (with its .sha256 file, if any): bwssl train then "
+    "redoes the steps it held"
 )
 
 
@@ -143,13 +149,15 @@ def verify_checkpoint(path: str | Path) -> None:
             listed = _listed_digests(side)
         except (OSError, ValueError) as e:
             raise DamagedCheckpoint(
-                f"the checksum file {side} of checkpoint {path} is unreadable ({e}); "
-                f"delete {side} to load the checkpoint unchecked"
+                path,
+                f"has an unreadable checksum file {side.name} ({e})",
+                f"delete {side.name} to load the checkpoint unchecked",
             ) from e
         if file_sha256(path) not in listed:
             raise DamagedCheckpoint(
-                f"checkpoint {path} is damaged: its sha256 does not match {side.name} "
-                f"(truncated or corrupted on disk); {_WHAT_TO_DO}"
+                path,
+                f"is damaged: its sha256 does not match {side.name} "
+                "(truncated or corrupted on disk)",
             )
         return
     try:
@@ -157,13 +165,10 @@ def verify_checkpoint(path: str | Path) -> None:
             bad = z.testzip()
     except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as e:
         raise DamagedCheckpoint(
-            f"checkpoint {path} is damaged or not a torch checkpoint "
-            f"(not a complete zip file: {e}); {_WHAT_TO_DO}"
+            path, f"is damaged or not a torch checkpoint (not a complete zip file: {e})"
         ) from e
     if bad is not None:
-        raise DamagedCheckpoint(
-            f"checkpoint {path} is damaged: its record {bad} fails its CRC-32 check; {_WHAT_TO_DO}"
-        )
+        raise DamagedCheckpoint(path, f"is damaged: its record {bad} fails its CRC-32 check")
 
 
 @contextmanager
@@ -206,14 +211,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpoint(
-            f"refusing to load {path}: {_unsafe_reason(path, e)}, which bwssl checkpoints never "
-            "need (only tensors and plain values load, so no code in the file runs); it was "
-            "not written by bwssl: delete it, or load it yourself only if you trust its source"
+            f"refusing to load {path}: {_unsafe_reason(path, e)}, which no bwssl checkpoint "
+            "needs (bwssl unpickles only tensors and plain values, so that no code in a file "
+            "runs); delete it, or load it yourself only if you trust its source"
         ) from None
     except Exception as e:
-        raise DamagedCheckpoint(
-            f"checkpoint {path} cannot be read ({_one_line(str(e))[:300]}); {_WHAT_TO_DO}"
-        ) from e
+        raise DamagedCheckpoint(path, f"cannot be read ({_one_line(str(e))[:300]})") from e
     if not isinstance(payload, dict) or not {"model", "config"} <= payload.keys():
         raise CheckpointError(f"{path} is not a bwssl checkpoint (no 'model' and 'config' entries)")
     return payload
@@ -228,7 +231,9 @@ def is_complete(path: Path) -> bool:
     try:
         load_checkpoint(path)
     except DamagedCheckpoint as e:
-        logger.warning("%s; writing it again", e)
+        logger.warning(
+            "checkpoint %s %s: the run is not finished; writing it again", path, e.problem
+        )
         return False
     return True
 
