@@ -96,8 +96,7 @@ class BlockwiseModel(nn.Module):
         xs, losses = step.views, {}
         for k in range(self.num_blocks):
             xs = [
-                self.forward_block(k, x, inp)
-                for x, inp in zip(xs, step.block_inputs, strict=True)
+                self.forward_block(k, x, inp) for x, inp in zip(xs, step.block_inputs, strict=True)
             ]
             if k in self.head_blocks:
                 losses[k] = self.objective.loss(k, xs, self.head(k), step, self.backbone)

@@ -30,8 +30,7 @@ class UnitForward(nn.Module):
         model, losses = self._model[0], {}
         for k in self.ids:
             xs = [
-                model.forward_block(k, x, inp)
-                for x, inp in zip(xs, step.block_inputs, strict=True)
+                model.forward_block(k, x, inp) for x, inp in zip(xs, step.block_inputs, strict=True)
             ]
             if k in self.loss_blocks:
                 losses[k] = model.objective.loss(k, xs, model.head(k), step, model.backbone)
