@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	if command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(BIN)/python -m pip install -q "torch>=2.3"; \
+	  $(BIN)/python -m pip install -q "torch>=2.6"; \
 	else \
 	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
 	fi

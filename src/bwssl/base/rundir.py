@@ -1,8 +1,15 @@
-"""The files of one training run: config.yaml, env.json, metrics.jsonl, checkpoints/."""
+"""The files of one training run: config.yaml, env.json, metrics.jsonl, checkpoints/.
+
+metrics.jsonl is appended one whole line per write (flushed and fsynced); a
+process killed during a write can still leave a torn last line, which readers
+(:func:`read_metrics`) skip and a resumed run drops.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import platform
 import subprocess
 import sys
@@ -13,9 +20,48 @@ import numpy as np
 import torch
 import yaml
 
-from bwssl.base.files import atomic_write_text
+from bwssl.base.files import atomic_write_text, remove_orphans
 from bwssl.config import Config, dump_yaml, from_dict
 from bwssl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = ("config.yaml", "env.json", "metrics.jsonl")
+"""The files of a run folder that bwssl writes atomically (besides its checkpoints)."""
+
+CHECKPOINT_FILES = ("last.pt", "final.pt", "last.pt.sha256", "final.pt.sha256")
+"""The files of a run's checkpoints/ folder."""
+
+
+def _metric_lines(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """The lines of a metrics.jsonl file that hold a JSON object, each with its record, and
+    how many others (torn or garbled) there were; blank lines are ignored."""
+    good, bad = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            good.append((line, record))
+        else:
+            bad += 1
+    return good, bad
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, skipping (with a warning) lines that are not
+    JSON objects: a torn last line left by a killed run, or garbage."""
+    good, bad = _metric_lines(Path(path))
+    if bad:
+        logger.warning("%s: skipped %s that is not JSON", path, _plural(bad, "line"))
+    return [record for _, record in good]
 
 
 def git_commit() -> str | None:
@@ -70,7 +116,10 @@ class RunDir:
         return from_dict(yaml.safe_load(self.config.read_text()))
 
     def prepare(self, cfg: Config, env: dict[str, Any]) -> None:
-        """Create the run, or check that an existing one was made with the same config."""
+        """Create the run, or check that an existing one was made with the same config.
+
+        Temporary files that killed atomic writes left behind are deleted first."""
+        self.remove_orphans()
         saved = self.saved_config()
         if saved is not None:
             old, new = saved.to_dict(), cfg.to_dict()
@@ -89,21 +138,47 @@ class RunDir:
         atomic_write_text(self.config, dump_yaml(cfg))
         atomic_write_text(self.env, json.dumps(env, indent=2) + "\n")
 
+    def remove_orphans(self) -> list[Path]:
+        """Delete the temporary files of atomic writes to this run that a killed process left
+        behind (``.last.pt.XXXXXXXX.tmp`` and the like); returns their paths."""
+        removed = remove_orphans(self.root, RUN_FILES)
+        removed += remove_orphans(self.last.parent, CHECKPOINT_FILES)
+        if removed:
+            logger.warning(
+                "%s: removed %s left by an interrupted write",
+                self.root,
+                _plural(len(removed), "temporary file"),
+            )
+        return removed
+
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop metric lines logged after the checkpoint a resumed run starts from."""
+        """Keep the metric lines of steps up to ``last_step`` (the global step of the
+        checkpoint a run resumes from; 0 for a run that starts afresh), so that the steps
+        it redoes are not logged twice; torn or garbled lines are dropped with a warning."""
         if not self.metrics.exists():
             return
-        keep = [
-            line
-            for line in self.metrics.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step
-        ]
-        atomic_write_text(self.metrics, "".join(line + "\n" for line in keep))
+        good, bad = _metric_lines(self.metrics)
+        if bad:
+            logger.warning(
+                "%s: dropped %s that is not JSON (torn by a killed run)",
+                self.metrics,
+                _plural(bad, "line"),
+            )
+        keep = "".join(line + "\n" for line, record in good if record.get("step", 0) <= last_step)
+        if keep != self.metrics.read_text(errors="replace"):
+            atomic_write_text(self.metrics, keep)
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one line to metrics.jsonl."""
-        with self.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append one line to metrics.jsonl: one write of the whole line, flushed to disk."""
+        data = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

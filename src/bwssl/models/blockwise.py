@@ -201,6 +201,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Bl
     """
     from bwssl.config import from_dict
     from bwssl.errors import UserError
+    from bwssl.train.checkpoint import load_checkpoint
 
     p = Path(path)
     if p.is_dir():
@@ -212,7 +213,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Bl
             raise UserError(f"{path} holds no checkpoints/final.pt or checkpoints/last.pt")
     if not p.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(p, map_location=map_location, weights_only=False)
+    ckpt = load_checkpoint(p, map_location=map_location)  # checked; runs no code in the file
     model = build_model(from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval()

@@ -41,7 +41,13 @@ from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
 from bwssl.objectives.base import StepKey
 from bwssl.objectives.registry import build_objective
 from bwssl.regimes import Stage, is_layerwise, run_stages, stages
-from bwssl.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bwssl.train.checkpoint import (
+    is_complete,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
 
@@ -230,7 +236,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> Path:
         cfg, run = self.cfg, self.run
-        if run.final.exists() and run.saved_config() == cfg:
+        if run.final.exists() and run.saved_config() == cfg and is_complete(run.final):
             self._say(f"{run.root}: already finished ({run.final})")
             return run.final
         # The data first: a wrong data.root must not leave a run folder behind whose config
@@ -266,6 +272,8 @@ class Trainer:
                 f"resuming {run.root} at stage {pos.stage + 1}, epoch {pos.epoch + 1}, "
                 f"step {pos.step} (global step {pos.global_step})"
             )
+        elif self.rank == 0:
+            run.truncate_metrics(0)  # lines of an earlier attempt killed before any checkpoint
 
         sampler = EpochBatchSampler(
             len(data), cfg.train.batch_size, cfg.seed, rank=self.rank, world=self.world
@@ -642,7 +650,7 @@ def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
             f"{run.root} cannot be derived from {src.root}: both must be E2E runs "
             "whose configs differ only in model.num_blocks / model.boundaries"
         )
-    if run.final.exists() and run.saved_config() == cfg:
+    if run.final.exists() and run.saved_config() == cfg and is_complete(run.final):
         return run.final
     env = {**json.loads(src.env.read_text()), "derived_from": str(src.root.resolve())}
     run.prepare(cfg, env)
