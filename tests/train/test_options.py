@@ -20,6 +20,12 @@ from bwssl.objectives.masked_pixels import decoder_subset, split_indices
 from bwssl.train.trainer import train
 
 
+def _run(cmd: list[str], env: dict[str, str]) -> None:
+    """Run ``cmd``; on failure show the end of its output (torchrun's workers' tracebacks)."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-4000:], done.stdout[-2000:])
+
+
 def _final(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "final.pt", weights_only=False)["model"]
 
@@ -120,19 +126,9 @@ def test_two_processes_match_one_with_the_same_global_batch(regime, objective, t
         "layerlock.max_frozen=2",
         "layerlock.latent_fraction=0.5",
     ]
-    subprocess.run(
-        [sys.executable, *args, "--out", str(tmp_path / "one")],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", *args, "--out", str(tmp_path / "two")],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
+    _run([sys.executable, *args, "--out", str(tmp_path / "one")], env)
+    _run(
+        [torchrun, "--standalone", "--nproc_per_node=2", *args, "--out", str(tmp_path / "two")], env
     )
     one, two = _final(tmp_path / "one"), _final(tmp_path / "two")
     assert one.keys() == two.keys()
