@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bwssl.errors import UserError
+from bwssl.errors import RunStopped, UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue", file=sys.stderr)
         return 130

@@ -11,3 +11,12 @@ class DataError(UserError):
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunStopped(Exception):
+    """A run stopped on a signal (SIGINT, SIGTERM) after saving a checkpoint at its current
+    step; ``code`` is the exit status (128 + the signal's number)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

@@ -13,9 +13,11 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from bwssl.base.hardware import (
 from bwssl.base.rundir import RunDir, environment
 from bwssl.config import Config
 from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
-from bwssl.errors import TrainingDiverged, UserError
+from bwssl.errors import RunStopped, TrainingDiverged, UserError
 from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
 from bwssl.objectives.base import StepKey
 from bwssl.objectives.registry import build_objective
@@ -149,6 +151,8 @@ class Trainer:
         """The run's stages; a layer-wise regime's are known once the run's length is
         (:meth:`plan`)."""
         self._tb: Any = None
+        self._signal: int | None = None
+        """The first SIGINT or SIGTERM received during :meth:`fit`, if any."""
 
     # --- setup -------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -235,6 +239,44 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> Path:
+        """Train (or resume) every stage; returns checkpoints/final.pt.
+
+        SIGINT and SIGTERM (a cluster's preemption) stop the run after the step in
+        flight: a checkpoint of that step is written atomically and :class:`RunStopped`
+        is raised (under torchrun every process stops at the same step). A second signal
+        of the same kind stops at once (the checkpoints on disk stay whole).
+        """
+        with self._signals_stop_the_run():
+            return self._fit()
+
+    @contextlib.contextmanager
+    def _signals_stop_the_run(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # handlers can only be set from the main thread
+            return
+
+        def note(signum: int, frame: Any) -> None:
+            if self._signal == signum:  # asked twice: stop now
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether any process got a signal (all processes agree, so they stop together)."""
+        flag = 1.0 if self._signal is not None else 0.0
+        if self.world > 1:
+            t = torch.tensor([flag], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = float(t.item())
+        return flag > 0
+
+    def _fit(self) -> Path:
         cfg, run = self.cfg, self.run
         if run.final.exists() and run.saved_config() == cfg and is_complete(run.final):
             self._say(f"{run.root}: already finished ({run.final})")
@@ -437,8 +479,21 @@ class Trainer:
                     )
                     epoch_losses, t_epoch, clips_epoch = {}, now, 0
                     pos.epoch, pos.step = pos.epoch + 1, 0
-                if pos.global_step % cfg.train.checkpoint_every == 0:
+                saved = pos.global_step % cfg.train.checkpoint_every == 0
+                if saved:
                     self._checkpoint(self.model, units, pos, self.run.last, stage.index)
+                if self._stop_requested():
+                    if not saved:
+                        self._checkpoint(self.model, units, pos, self.run.last, stage.index)
+                    if self.world > 1:
+                        dist.barrier()
+                    bar.close()
+                    name = signal.Signals(self._signal).name if self._signal else "a signal"
+                    raise RunStopped(
+                        f"{name} at global step {pos.global_step}: checkpoint written to "
+                        f"{self.run.last}; rerun the same command to continue",
+                        128 + int(self._signal or signal.SIGTERM),
+                    )
                 if epoch_done:
                     break
         bar.close()
