@@ -119,3 +119,56 @@ def test_cpu_peak_memory_sees_a_known_allocation():
 def test_bench_rejects_unknown_size(capsys):
     assert bench("--device cpu --sizes no-such-size") == 2
     assert "no-such-size" in capsys.readouterr().err
+
+
+def test_schedule_bench_counts_what_freezing_saves_stage_by_stage(tmp_path, capsys):
+    out = tmp_path / "sched.json"
+    code = main(
+        [
+            "bench",
+            "--device",
+            "cpu",
+            "--sizes",
+            "tiny-debug",
+            "--schedules",
+            "freeze",
+            "layerlock",
+            "--schedule-steps",
+            "100",
+            "--set",
+            "layerlock.max_frozen=3",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "mean peak" in capsys.readouterr().out
+    r = json.loads(out.read_text())["sizes"]["tiny-debug"]
+    base, freeze = r["baseline"], r["schedules"]["freeze"]
+    assert base["regime"] == "e2e" and len(base["stages"]) == 1
+    stages = freeze["stages"]
+    assert [s["frozen"] for s in stages] == [0, 1, 2, 3]
+    assert sum(s["steps"] for s in stages) == 100 == freeze["total_steps"]
+    # The unfrozen first stage costs what E2E costs; every freezing event costs less.
+    assert stages[0]["flops_per_step"] == base["stages"][0]["flops_per_step"]
+    flops = [s["flops_per_step"] for s in stages]
+    peaks = [s["peak_bytes"] for s in stages]
+    assert flops == sorted(flops, reverse=True) and len(set(flops)) == 4
+    assert peaks[-1] < peaks[0]
+    total = sum(s["flops_per_step"] * s["steps"] for s in stages)
+    assert freeze["flops"] == total
+    assert math.isclose(freeze["flops_vs_baseline"], total / base["flops"])
+    assert freeze["flops_vs_baseline"] < 1 and freeze["mean_peak_vs_baseline"] < 1
+    # LayerLock's targets run the frozen layers on the whole clip: counted, so its stages
+    # after the first cost more than freezing alone.
+    ll = r["schedules"]["layerlock"]["stages"]
+    assert all(
+        a["flops_per_step"] > b["flops_per_step"] for a, b in zip(ll[1:], stages[1:], strict=True)
+    )
+
+
+def test_layerwise_regimes_are_measured_as_schedules(capsys):
+    assert main(["bench", "--device", "cpu", "--sizes", "tiny-debug", "--regimes", "freeze"]) == 2
+    assert "--schedules freeze" in capsys.readouterr().err
+    assert main(["bench", "--sizes", "tiny-debug", "--schedules", "e2e"]) == 2
+    assert "not a layer-wise regime" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bwssl.base.files import atomic_write_text
 from bwssl.base.hardware import AMP_DTYPES, resolve_amp_dtype, resolve_device
 from bwssl.bench.results import (
     REFERENCE_OBJECTIVE,
@@ -39,6 +40,7 @@ from bwssl.bench.sizes import DEFAULT_SIZES, SIZES, Size
 from bwssl.config import Config, ConfigError, load_config
 from bwssl.errors import UserError
 from bwssl.objectives import OBJECTIVES
+from bwssl.regimes import REGIMES
 
 
 def benchmark(
@@ -83,6 +85,15 @@ def benchmark(
     for o in [*overrides, *(x for spec in regimes for x in _parse_regime(spec)[1])]:
         if o.partition("=")[0].strip() == "objective.name":
             raise UserError(f"override {o!r}: choose objectives with --objectives instead")
+    from bwssl.regimes import is_layerwise
+
+    for spec in regimes:
+        name = _parse_regime(spec)[0]
+        if name in REGIMES and is_layerwise(name):
+            raise UserError(
+                f"--regimes: {name} is layer-wise (its stages depend on the run's length); "
+                f"measure it with --schedules {name}"
+            )
     hf = hf and REFERENCE_OBJECTIVE in objectives and hf_available()
     say = progress or (lambda _text: None)
 
@@ -231,6 +242,57 @@ def _precision(cfg: Config, device: torch.device) -> str:
     return next(name for name, d in AMP_DTYPES.items() if d == dtype)
 
 
+def benchmark_schedules(
+    sizes: list[str],
+    schedules: list[str],
+    total_steps: int,
+    device: str = "auto",
+    batch: int | None = None,
+    overrides: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Per size, the FLOPs and memory of each layer-wise regime's whole schedule of
+    ``total_steps`` steps against E2E (:func:`~bwssl.bench.schedule.compare_schedules`)."""
+    from bwssl.bench.schedule import compare_schedules
+    from bwssl.regimes import REGIMES, is_layerwise
+
+    if total_steps < 2:
+        raise UserError(f"--schedule-steps must be >= 2, got {total_steps}")
+    bad = [r for r in schedules if r not in REGIMES or not is_layerwise(r)]
+    if bad:
+        layerwise = [r for r in REGIMES if is_layerwise(r)]
+        raise UserError(
+            f"--schedules: {', '.join(bad)} is not a layer-wise regime; allowed: "
+            f"{', '.join(layerwise)}"
+        )
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise UserError(f"unknown size(s) {', '.join(unknown)}; allowed: {', '.join(SIZES)}")
+    dev = resolve_device(device)
+    say = progress or (lambda _text: None)
+    out: dict[str, Any] = {"machine": machine(dev), "sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="bwssl-bench-") as tmp:
+        for size_name in sizes:
+            size = SIZES[size_name]
+            b = batch or (size.gpu_batch if dev.type == "cuda" else size.cpu_batch)
+            common = [
+                *size.overrides,
+                f"train.batch_size={b}",
+                "train.accum_steps=1",
+                f"train.device={dev}",
+                "train.progress=false",
+                *(overrides or []),
+            ]
+            base = _load(size, size_name, "e2e", [*common, "regime=e2e"])
+            cfgs = {r: _load(size, size_name, r, [*common, f"regime={r}"]) for r in schedules}
+            say(f"{size_name}: measuring e2e and {', '.join(schedules)} (batch {b})")
+            out["sizes"][size_name] = {
+                "batch": b,
+                **compare_schedules(cfgs, base, total_steps, Path(tmp)),
+            }
+    return out
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     sizes = args.sizes or DEFAULT_SIZES["cuda" if dev.type == "cuda" else "cpu"]
@@ -238,6 +300,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.schedules:
+        from bwssl.bench.schedule import format_schedules
+
+        result = benchmark_schedules(
+            sizes,
+            args.schedules,
+            args.schedule_steps,
+            str(dev),
+            args.batch,
+            args.overrides,
+            progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True),
+        )
+        for name, r in result["sizes"].items():
+            print(f"{name} (batch {r['batch']}):")
+            print(format_schedules(r))
+        _write_json(args.json, result)
+        return 0
     result = benchmark(
         sizes,
         str(dev),
@@ -252,12 +331,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         objectives=args.objectives,
     )
     print(format_table(result))
-    if args.json is not None:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+    _write_json(args.json, result)
     return 0
+
+
+def _write_json(where: str | None, result: dict[str, Any]) -> None:
+    if where is None:
+        return
+    path = Path(where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -322,6 +406,20 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's choice, usually one per core)",
+    )
+    p.add_argument(
+        "--schedules",
+        nargs="+",
+        metavar="REGIME",
+        help="instead of step timings: FLOPs and memory of these layer-wise regimes' whole "
+        "schedules (freeze, layerlock, latent) against e2e",
+    )
+    p.add_argument(
+        "--schedule-steps",
+        type=int,
+        default=1000,
+        help="length of the schedules of --schedules, in steps (default 1000; FLOPs per "
+        "step are measured per stage and multiplied)",
     )
     p.add_argument(
         "--no-hf",
