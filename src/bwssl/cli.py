@@ -17,11 +17,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bwssl.config import load_config
+    from bwssl.config import load_config, parse_override
     from bwssl.train.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
-    train(cfg, Path(args.out))
+    changed = [parse_override(o)[0] for o in args.resume_with]
+    cfg = load_config(args.config, [*args.overrides, *args.resume_with])
+    train(cfg, Path(args.out), resume_with=changed)
     return 0
 
 
@@ -34,6 +35,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="preset name (e.g. tiny-debug, deit-tiny) or a YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. regime=e2e train.epochs=5")
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument(
+        "--resume-with",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="continue the run in --out with a new train.lr, train.min_lr or train.clip_grad "
+        "(after a divergence); the change is logged in RUN_DIR/resumes.jsonl",
+    )
     p.set_defaults(func=_cmd_train)
 
 

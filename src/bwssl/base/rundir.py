@@ -13,6 +13,8 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,19 +117,52 @@ class RunDir:
             return None
         return from_dict(yaml.safe_load(self.config.read_text()))
 
-    def prepare(self, cfg: Config, env: dict[str, Any]) -> None:
+    def prepare(
+        self, cfg: Config, env: dict[str, Any], resume_with: Sequence[str] = ()
+    ) -> None:
         """Create the run, or check that an existing one was made with the same config.
 
-        Temporary files that killed atomic writes left behind are deleted first."""
+        ``resume_with``: dotted keys (of :data:`RESUMABLE_KEYS`) in which ``cfg`` may differ
+        from the saved config: the run continues under ``cfg``, which replaces config.yaml,
+        and the change is appended to ``resumes.jsonl``. Temporary files that killed atomic
+        writes left behind are deleted first."""
         self.remove_orphans()
         saved = self.saved_config()
+        bad = [k for k in resume_with if k not in RESUMABLE_KEYS]
+        if bad:
+            raise UserError(
+                f"--resume-with: {', '.join(bad)} cannot change in a running run; allowed: "
+                f"{', '.join(RESUMABLE_KEYS)}"
+            )
+        if saved is None and resume_with:
+            raise UserError(f"--resume-with: {self.root} holds no run to continue")
         if saved is not None:
             old, new = saved.to_dict(), cfg.to_dict()
             if old != new:
                 diff = sorted(_diff_keys(old, new))
-                raise UserError(
-                    f"{self.root} holds a run with a different config (keys differ: "
-                    f"{', '.join(diff)}); use another --out, or delete the folder to start over"
+                other = [k for k in diff if k not in resume_with]
+                if other:
+                    hint = (
+                        f" (to continue it with another {' or '.join(RESUMABLE_KEYS)}, "
+                        "pass --resume-with KEY=VALUE)"
+                    )
+                    raise UserError(
+                        f"{self.root} holds a run with a different config (keys differ: "
+                        f"{', '.join(diff)}); use another --out, or delete the folder to start "
+                        f"over{hint if set(other) <= set(RESUMABLE_KEYS) else ''}"
+                    )
+                flat_old, flat_new = _flat(old), _flat(new)
+                change = {k: [flat_old[k], flat_new[k]] for k in diff}
+                record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": change}
+                with open(self.root / "resumes.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                atomic_write_text(self.config, dump_yaml(cfg))
+                logger.warning(
+                    "%s: continuing with %s",
+                    self.root,
+                    ", ".join(f"{k}={v[1]} (was {v[0]})" for k, v in change.items()),
                 )
             return
         if self.root.exists() and any(self.root.iterdir()):
@@ -179,6 +214,19 @@ class RunDir:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+RESUMABLE_KEYS: tuple[str, ...] = ("train.lr", "train.min_lr", "train.clip_grad")
+"""Config keys a run may continue under a new value of (``--resume-with``): how hard the
+optimizer steps, not what the run is."""
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(_flat(v, key) if isinstance(v, dict) else {key: v})
+    return out
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

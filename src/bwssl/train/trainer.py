@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -103,8 +103,12 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> floa
 class Trainer:
     """Runs all stages of one config into one run directory."""
 
-    def __init__(self, cfg: Config, run_dir: Path) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, resume_with: Sequence[str] = ()) -> None:
+        """``resume_with``: config keys in which ``cfg`` may differ from the run already in
+        ``run_dir`` (see :meth:`RunDir.prepare`), e.g. a lower ``train.lr`` after a
+        divergence."""
         self.cfg = cfg
+        self.resume_with = tuple(resume_with)
         self.run = RunDir(run_dir)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -296,7 +300,7 @@ class Trainer:
         self.model = model
         train_model = self.training_model(model)
         if self.rank == 0:
-            run.prepare(cfg, environment(self.device, cfg.seed))
+            run.prepare(cfg, environment(self.device, cfg.seed), self.resume_with)
         if self.world > 1:
             dist.barrier()
             if run.saved_config() != cfg:
@@ -364,6 +368,7 @@ class Trainer:
             self._checkpoint(model, units if carry else [], pos, run.last, stage.index)
             prev = units
 
+        self._check_finite(model, pos)
         if self.rank == 0:
             save_checkpoint(run.final, self._payload(model, [], pos, None))
             if self._tb:
@@ -573,13 +578,12 @@ class Trainer:
             if torch.isfinite(values).all():
                 raise TrainingDiverged(
                     f"a loss became NaN or inf in another process at global "
-                    f"step {pos.global_step + 1}"
+                    f"step {pos.global_step + 1}. {self._advice()}"
                 )
             bad = keys[int((~torch.isfinite(values)).nonzero()[0, 0])]
             raise TrainingDiverged(
                 f"the loss of block {bad + 1} became {values[keys.index(bad)].item()} at global "
-                f"step {pos.global_step + 1} (stage {stage.index + 1}); the last good checkpoint "
-                f"is kept in {self.run.last.parent}; lower train.lr or set train.clip_grad"
+                f"step {pos.global_step + 1} (stage {stage.index + 1}). {self._advice()}"
             )
         return dict(zip(keys, values.tolist(), strict=True))
 
@@ -628,8 +632,34 @@ class Trainer:
         path: Path,
         units_stage: int,
     ) -> None:
+        self._check_finite(model, pos)
         if self.rank == 0:
             save_checkpoint(path, self._payload(model, units, pos, units_stage))
+
+    def _check_finite(self, model: BlockwiseModel, pos: Position) -> None:
+        """Refuse to save weights that hold NaN or inf: the last finite checkpoint stays."""
+        bad = [
+            n
+            for n, t in model.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
+        if bad:
+            raise TrainingDiverged(
+                f"{len(bad)} weight tensors (e.g. {bad[0]}) became NaN or inf by global step "
+                f"{pos.global_step}; nothing was saved at that step. {self._advice()}"
+            )
+
+    def _advice(self) -> str:
+        """Where a diverged run stands and how to continue it."""
+        if self.run.last.exists():
+            where = f"The last good checkpoint is {self.run.last}"
+        else:
+            where = "No checkpoint was written yet (the run starts over)"
+        return (
+            f"{where}; continue it with a lower learning rate or gradient clipping: "
+            f"bwssl train ... --out {self.run.root} --resume-with "
+            f"train.lr={self.cfg.train.lr / 10:g} (or train.clip_grad=1.0)"
+        )
 
     def _log(self, record: dict[str, Any]) -> None:
         """One metrics.jsonl line; also TensorBoard scalars when tensorboard is installed."""
@@ -720,6 +750,7 @@ def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
     return run.final
 
 
-def train(cfg: Config, run_dir: Path) -> Path:
-    """Train (or resume) ``cfg`` in ``run_dir``; returns the path of checkpoints/final.pt."""
-    return Trainer(cfg, Path(run_dir)).fit()
+def train(cfg: Config, run_dir: Path, resume_with: Sequence[str] = ()) -> Path:
+    """Train (or resume) ``cfg`` in ``run_dir``; returns the path of checkpoints/final.pt.
+    ``resume_with``: keys in which ``cfg`` may differ from the run in ``run_dir``."""
+    return Trainer(cfg, Path(run_dir), resume_with).fit()
