@@ -7,14 +7,17 @@ process killed during a write can still leave a torn last line, which readers
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +120,7 @@ class RunDir:
             return None
         return from_dict(yaml.safe_load(self.config.read_text()))
 
-    def prepare(
-        self, cfg: Config, env: dict[str, Any], resume_with: Sequence[str] = ()
-    ) -> None:
+    def prepare(self, cfg: Config, env: dict[str, Any], resume_with: Sequence[str] = ()) -> None:
         """Create the run, or check that an existing one was made with the same config.
 
         ``resume_with``: dotted keys (of :data:`RESUMABLE_KEYS`) in which ``cfg`` may differ
@@ -165,13 +166,51 @@ class RunDir:
                     ", ".join(f"{k}={v[1]} (was {v[0]})" for k, v in change.items()),
                 )
             return
-        if self.root.exists() and any(self.root.iterdir()):
+        if self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
             raise UserError(
                 f"{self.root} exists and is not a bwssl run (no config.yaml); "
                 "choose an empty or new --out folder"
             )
         atomic_write_text(self.config, dump_yaml(cfg))
         atomic_write_text(self.env, json.dumps(env, indent=2) + "\n")
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold ``RUN/.lock`` (an advisory ``flock``, with the holder's pid and host in the
+        file) while writing this run; a second writer is refused with a message naming the
+        holder. The kernel releases the lock when its process dies, so the file a dead
+        process left behind is taken over, with a warning. (``flock`` may not hold across
+        machines on some network file systems.)"""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
+                raise UserError(
+                    f"{self.root} is being written by another bwssl process ({holder}); "
+                    "wait for it to finish or stop it, or use another --out"
+                ) from None
+            before = os.pread(fd, 512, 0).decode(errors="replace").strip()
+            if before:
+                logger.warning(
+                    "%s: taking over the lock of a process that ended (%s)", self.root, before
+                )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            os.fsync(fd)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                if not self.config.exists():  # no run was made: leave nothing behind
+                    path.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.root.rmdir()
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def remove_orphans(self) -> list[Path]:
         """Delete the temporary files of atomic writes to this run that a killed process left

@@ -250,8 +250,18 @@ class Trainer:
         is raised (under torchrun every process stops at the same step). A second signal
         of the same kind stops at once (the checkpoints on disk stay whole).
         """
-        with self._signals_stop_the_run():
+        with self._signals_stop_the_run(), contextlib.ExitStack() as held:
+            self._held = held
             return self._fit()
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[None]:
+        """The run folder's writer lock, held by rank 0 (the only process that writes)."""
+        if self.rank != 0:
+            yield
+            return
+        with self.run.writer_lock():
+            yield
 
     @contextlib.contextmanager
     def _signals_stop_the_run(self) -> Iterator[None]:
@@ -299,6 +309,7 @@ class Trainer:
         model = build_model(cfg).to(self.device)
         self.model = model
         train_model = self.training_model(model)
+        self._held.enter_context(self._writer())
         if self.rank == 0:
             run.prepare(cfg, environment(self.device, cfg.seed), self.resume_with)
         if self.world > 1:
