@@ -116,10 +116,14 @@ def read_split_lists(split_dir: Path, split: int) -> SplitLists:
     by_folder = {n.lower(): i for i, n in enumerate(class_names)}
 
     def parse(file: str, with_label: bool) -> list[tuple[str, int]]:
-        out, unknown, disagree = [], [], []
+        out, unknown, disagree, outside = [], [], [], []
         for line in _lines(split_dir / file):
             parts = line.split()
-            listed = parts[0].replace("\\", "/").strip("/")
+            raw = parts[0].replace("\\", "/")
+            listed = raw.strip("/")
+            if raw.startswith("/") or any(p in ("", ".", "..") for p in listed.split("/")):
+                outside.append(raw)  # would read a file outside the dataset's class folders
+                continue
             folder = listed.split("/")[0].lower()
             if folder not in by_folder:
                 unknown.append(listed)
@@ -128,6 +132,12 @@ def read_split_lists(split_dir: Path, split: int) -> SplitLists:
             if with_label and len(parts) > 1 and int(parts[1]) - 1 != label:
                 disagree.append(f"{listed} (label {parts[1]}, folder says {label + 1})")
             out.append((listed, label))
+        if outside:
+            raise DataError(
+                f"{split_dir / file}: {len(outside)} listed paths leave the dataset folder "
+                f"(absolute, or with '..' or '.' parts), e.g. {', '.join(outside[:5])}; "
+                "refusing them: use the official split files"
+            )
         if unknown or disagree:
             bad = unknown[:5] + disagree[:5]
             raise DataError(

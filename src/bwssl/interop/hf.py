@@ -163,6 +163,12 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{folder} holds no weights; expected one of {', '.join(_WEIGHT_FILES)}")
     if name.endswith(".index.json"):
         shards = sorted(set(json.loads((folder / name).read_text())["weight_map"].values()))
+        outside = [s for s in shards if Path(s).name != s or s in ("", ".", "..")]
+        if outside:
+            raise UserError(
+                f"{folder / name} lists weight files outside {folder}: {', '.join(outside[:5])}; "
+                "refusing to read them (shards must be plain file names in the same folder)"
+            )
         raw: dict[str, torch.Tensor] = {}
         for shard in shards:
             raw.update(_read_file(folder / shard))
