@@ -342,3 +342,40 @@ def test_a_list_label_that_contradicts_the_folder_is_refused(tmp_path, avi_write
     cfg = _mini_tree(tmp_path, avi_writer, "Foo/v_FOO_g08_c01.avi 1")
     with pytest.raises(DataError, match="contradict their class folder"):
         build_dataset(cfg, "train")
+
+
+def test_the_official_archive_layout_is_found_under_the_root(ucf_tree, cache_dir, tmp_path):
+    """Both archives unpacked into one folder: UCF-101/<class>/*.avi beside ucfTrainTestlist/."""
+    import shutil
+
+    root = tmp_path / "ucf"
+    shutil.copytree(ucf_tree.root / "ucfTrainTestlist", root / "ucfTrainTestlist")
+    for cls in ucf_tree.root.iterdir():
+        if cls.name != "ucfTrainTestlist":
+            shutil.copytree(cls, root / "UCF-101" / cls.name)
+    cfg = DataConfig(
+        name="ucf101", root=str(root), num_frames=4, frame_stride=2, crop_size=32,
+        cache_dir=cache_dir, allow_missing=True, max_unreadable_fraction=1.0,
+    )  # fmt: skip
+    index = index_ucf101(cfg)
+    assert index.base == root / "UCF-101"
+    s = index.summary()
+    assert (s["train_videos"], s["test_videos"], s["missing"]) == (5, 4, 1)
+
+
+def test_a_root_without_the_videos_says_where_it_looked(ucf_tree, cache_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "lists-only"
+    shutil.copytree(ucf_tree.root / "ucfTrainTestlist", root / "ucfTrainTestlist")
+    (root / "UCF-101").mkdir()
+    cfg = DataConfig(name="ucf101", root=str(root), cache_dir=cache_dir, allow_missing=True)
+    with pytest.raises(DataError) as caught:
+        index_ucf101(cfg)
+    message = str(caught.value)
+    lists = root / "ucfTrainTestlist"
+    n = sum(len((lists / f).read_text().split()) for f in ("trainlist01.txt",)) // 2 + len(
+        (lists / "testlist01.txt").read_text().split()
+    )
+    assert f"{n} of the {n} videos" in message and "are not in" in message
+    assert str(root) in message and str(root / "UCF-101") in message

@@ -263,6 +263,25 @@ class _CaseInsensitiveTree:
         return str(self.base / hit) if hit is not None else None
 
 
+OFFICIAL_FOLDERS = ("UCF-101", "UCF101")
+"""Folders the official video archive unpacks to, looked for under data.root."""
+
+
+def class_folder_base(root: Path, class_names: list[str]) -> tuple[Path, list[Path]]:
+    """The folder that holds the class folders: ``root`` itself, or ``root/UCF-101`` (how the
+    official archive unpacks, beside ``ucfTrainTestlist/``); returns it and every folder
+    looked at."""
+    wanted = {c.lower() for c in class_names}
+    searched = []
+    for base in (root, *(root / name for name in OFFICIAL_FOLDERS)):
+        if not base.is_dir():
+            continue
+        searched.append(base)
+        if any(e.is_dir() and e.name.lower() in wanted for e in os.scandir(base)):
+            return base, searched
+    return root, searched
+
+
 @dataclass
 class UCF101Index:
     """Every video listed in one split's train and test lists, probed."""
@@ -371,17 +390,23 @@ def index_ucf101(
     split_dir = split_dir_of(cfg)
     lists = read_split_lists(split_dir, cfg.split)
     fmt = ClipFormat.from_config(cfg)
+    searched = [base]
+    if backend == "video":
+        base, searched = class_folder_base(base, lists.class_names)
     tree = _CaseInsensitiveTree(base)
     records: list[VideoRecord] = []
     splits: tuple[tuple[SplitName, list[tuple[str, int]]], ...] = (
         ("train", lists.train),
         ("test", lists.test),
     )
+    listed_total = sum(len(items) for _, items in splits)
+    found_total = 0
     for split, items in splits:
         for listed, label in items:
             rel = listed if backend == "video" else str(Path(listed).with_suffix(""))
             found = tree.find(rel)
             rec = VideoRecord(listed, split, label, found or str(base / rel))
+            found_total += found is not None
             if found is None:
                 marker = tree.find(rel + UNREADABLE_SUFFIX) if backend == "frames" else None
                 if marker is not None:
@@ -390,6 +415,15 @@ def index_ucf101(
                 else:
                     rec.status, rec.reason = "missing", "not found"
             records.append(rec)
+    if listed_total and found_total < listed_total / 2:
+        where = " and ".join(str(p) for p in searched)
+        key = "data.frames_root" if backend == "frames" else "data.root"
+        raise DataError(
+            f"{listed_total - found_total} of the {listed_total} videos listed in {split_dir} "
+            f"(split {cfg.split}) are not in {where}: {key} must be the folder that holds "
+            "one subfolder per class (the official archive unpacks to UCF-101/<class>/*.avi, "
+            "which is found too when data.root is the folder that holds UCF-101/)"
+        )
 
     digest = hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:12]
     cache = ProbeCache(cache_root(cfg.cache_dir) / f"ucf101-{backend}-{digest}.json")
