@@ -368,6 +368,10 @@ class TrainConfig:
             )
         if self.lr <= 0:
             _fail("train.lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            _fail("train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.min_lr < 0:
+            _fail("train.min_lr", f"must be >= 0, got {self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             _fail("train.betas", f"must be two numbers in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:
@@ -485,6 +489,9 @@ class Config:
         from bwssl.regimes import REGIMES
 
         _check_name("regime", self.regime, REGIMES)
+        if self.seed < 0:
+            _fail("seed", f"must be >= 0, got {self.seed}")
+        self._check_size()
         if REGIMES[self.regime].schedule is not None:
             self._check_layer_schedule()
         need = build_objective(self).min_batch
@@ -515,6 +522,28 @@ class Config:
             _fail(
                 "data.root",
                 "data.name=ucf101 needs data.root (the UCF101 video folder) or data.frames_root",
+            )
+
+    def _check_size(self) -> None:
+        """Refuse models whose weights alone would not fit any machine, before allocating."""
+        m = self.model
+        per_layer = 4 * m.embed_dim**2 + 2 * m.mlp_ratio * m.embed_dim**2
+        per_decoder_layer = 4 * m.decoder_dim**2 + 2 * m.mlp_ratio * m.decoder_dim**2
+        params = m.depth * per_layer + m.num_blocks * m.decoder_depth * per_decoder_layer
+        if params > 1e10:
+            _fail(
+                "model",
+                f"about {params:.2g} parameters ({params * 4 / 2**30:,.0f} GiB of fp32 weights "
+                f"alone; model.embed_dim={m.embed_dim}, model.depth={m.depth}, "
+                f"model.decoder_dim={m.decoder_dim}): too large to build",
+            )
+        n = self.data.num_frames * self.data.crop_size**2 * self.data.channels
+        if n * self.train.batch_size > 2**34:
+            _fail(
+                "data.crop_size",
+                f"a batch of {self.train.batch_size} clips of {self.data.num_frames}x"
+                f"{self.data.crop_size}x{self.data.crop_size} is {n * self.train.batch_size:.2g} "
+                "values: too large to load",
             )
 
     def _check_decoding_tokens(self) -> None:
@@ -632,15 +661,22 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(key, f"expected an integer, got {value!r}")
+        if abs(value) >= 2**31:
+            _fail(key, f"must lie in (-2**31, 2**31), got {value}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 _fail(key, f"expected a number, got {value!r}")
+            if not math.isfinite(number):
+                _fail(key, f"must be a finite number, got {value!r}")
+            return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, f"expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            _fail(key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -720,7 +756,7 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in files if p.name.endswith(".yaml"))
 
 
-def _read_yaml(text: str, source: str) -> dict[str, Any]:
+def _read_yaml(text: str, source: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -729,24 +765,30 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: expected a mapping at the top level")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(load_raw(str(base)), data)
+        if str(base) in chain:
+            raise ConfigError(
+                f"{source}: 'base: {base}' inherits from itself ({' -> '.join([*chain, str(base)])})"
+            )
+        data = _merge(load_raw(str(base), chain), data)
     return data
 
 
-def load_raw(preset_or_path: str) -> dict[str, Any]:
-    """Nested dict of a preset name or a YAML file (``base:`` inherits another)."""
+def load_raw(preset_or_path: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Nested dict of a preset name or a YAML file (``base:`` inherits another; ``chain``:
+    the files that inherit this one, to refuse a loop)."""
     path = Path(preset_or_path)
+    chain = (*chain, preset_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {preset_or_path!r} does not exist")
-        return _read_yaml(path.read_text(), str(path))
+        return _read_yaml(path.read_text(), str(path), chain)
     res = resources.files("bwssl").joinpath("configs", f"{preset_or_path}.yaml")
     if not res.is_file():
         raise ConfigError(
             f"unknown preset {preset_or_path!r}; presets: "
             f"{', '.join(preset_names())}; or give a path to a YAML file"
         )
-    return _read_yaml(res.read_text(), f"preset {preset_or_path}")
+    return _read_yaml(res.read_text(), f"preset {preset_or_path}", chain)
 
 
 def load_config(preset_or_path: str, overrides: list[str] | None = None) -> Config:

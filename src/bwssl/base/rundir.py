@@ -118,7 +118,14 @@ class RunDir:
         """The run's config (keys added to bwssl since it was written take their defaults)."""
         if not self.config.exists():
             return None
-        return from_dict(yaml.safe_load(self.config.read_text()))
+        try:
+            data = yaml.safe_load(self.config.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as e:
+            raise UserError(
+                f"{self.config} is not a valid bwssl config ({type(e).__name__}); restore it "
+                "or delete the run folder to start over"
+            ) from None
+        return from_dict(data)
 
     def prepare(self, cfg: Config, env: dict[str, Any], resume_with: Sequence[str] = ()) -> None:
         """Create the run, or check that an existing one was made with the same config.
@@ -128,6 +135,13 @@ class RunDir:
         and the change is appended to ``resumes.jsonl``. Temporary files that killed atomic
         writes left behind are deleted first."""
         self.remove_orphans()
+        for path in (self.metrics, self.env, self.last.parent):
+            kind_ok = path.is_dir() if path == self.last.parent else path.is_file()
+            if path.exists() and not kind_ok:
+                raise UserError(
+                    f"{path} is a {'file' if path.is_file() else 'folder'} where bwssl keeps "
+                    "its own; move it away"
+                )
         saved = self.saved_config()
         bad = [k for k in resume_with if k not in RESUMABLE_KEYS]
         if bad:

@@ -19,6 +19,7 @@ bwssl) is checked against the CRC-32 of every record of its zip container.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import pickle
@@ -135,8 +136,32 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     def publish() -> None:  # the new bytes are on disk; the old ones still hold the name
         atomic_write_text(side, _checksum_text([digest.hexdigest(), *before], path.name))
 
-    atomic_write(path, lambda f: torch.save(payload, _HashingWriter(f, digest)), publish)
-    atomic_write_text(side, _checksum_text([digest.hexdigest()], path.name))
+    try:
+        atomic_write(path, lambda f: torch.save(payload, _HashingWriter(f, digest)), publish)
+        atomic_write_text(side, _checksum_text([digest.hexdigest()], path.name))
+    except OSError as e:
+        raise UserError(disk_error(path, e)) from None
+    except RuntimeError as e:  # torch.save wraps the writer's OSError in its zip writer
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, OSError):
+            raise UserError(disk_error(path, cause)) from None
+        if "No space left" in str(e) or "file write failed" in str(e):
+            raise UserError(disk_error(path, OSError(errno.ENOSPC, str(e)))) from None
+        raise
+
+
+def disk_error(path: Path, e: OSError) -> str:
+    """One line for a failed write of ``path``: what happened, and that the old file holds."""
+    what = {
+        errno.ENOSPC: "no space left on its device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+    }.get(e.errno or 0, e.strerror or str(e))
+    return (
+        f"cannot write {path}: {what}; the previous {path.name} (if any) is intact. Free "
+        "space or fix the folder, then rerun the same command to continue"
+    )
 
 
 def verify_checkpoint(path: str | Path) -> None:

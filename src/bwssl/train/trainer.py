@@ -309,9 +309,17 @@ class Trainer:
         model = build_model(cfg).to(self.device)
         self.model = model
         train_model = self.training_model(model)
-        self._held.enter_context(self._writer())
-        if self.rank == 0:
-            run.prepare(cfg, environment(self.device, cfg.seed), self.resume_with)
+        try:
+            if run.root.exists() and not run.root.is_dir():
+                raise UserError(f"--out {run.root} is a file, not a folder; choose a folder")
+            self._held.enter_context(self._writer())
+            if self.rank == 0:
+                run.prepare(cfg, environment(self.device, cfg.seed), self.resume_with)
+        except OSError as e:
+            raise UserError(
+                f"cannot write the run folder {run.root}: {e.strerror or e}; choose a "
+                "writable --out"
+            ) from None
         if self.world > 1:
             dist.barrier()
             if run.saved_config() != cfg:
