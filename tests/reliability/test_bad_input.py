@@ -139,3 +139,29 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_old_one(
     monkeypatch.undo()
     assert main([*args, str(out)]) == 0  # space again: the run goes on from step 4
     assert (out / "checkpoints" / "final.pt").exists()
+
+
+BAD_CALLS = [
+    ["train", "tiny-debug"],  # no --out
+    ["train", "no-such-preset", "--out", "{out}"],
+    ["train", "tiny-debug", "notakeyvalue", "--out", "{out}"],
+    ["train", "tiny-debug", "--out", "{out}", "--resume-with", "model.depth=2"],
+    ["analyze", "{out}/missing-run"],
+    ["export-hf", "{out}/missing-run", "--out", "{out}/hf"],
+    ["bench", "--sizes", "huge"],
+    ["layer-convergence", "tiny-debug", "--layers", "9", "--steps", "1", "--out", "{out}"],
+]
+
+
+@pytest.mark.parametrize("call", BAD_CALLS, ids=lambda c: " ".join(c[:3]))
+def test_bad_command_lines_are_refused_cleanly(call, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [a.replace("{out}", str(out)) for a in call]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and ("error" in err)
+    assert not out.exists() or not any(out.rglob("config.yaml"))
