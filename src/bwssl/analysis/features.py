@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bwssl.base.files import atomic_write
+from bwssl.base.files import atomic_write, file_sha256
 from bwssl.models.blockwise import BlockwiseModel
 
 logger = logging.getLogger(__name__)
@@ -73,15 +73,6 @@ class Features:
     @property
     def num_blocks(self) -> int:
         return len(self.pooled)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_sha256(paths: Sequence[str | Path]) -> str:

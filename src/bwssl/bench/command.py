@@ -105,15 +105,7 @@ def benchmark(
         for size_name in sizes:
             torch._dynamo.reset()  # compiled graphs of one size must not count against the next
             size = SIZES[size_name]
-            b = batch or (size.gpu_batch if dev.type == "cuda" else size.cpu_batch)
-            common = [
-                *size.overrides,
-                f"train.batch_size={b}",
-                "train.accum_steps=1",
-                f"train.device={dev}",
-                "train.progress=false",
-                *overrides,
-            ]
+            b, common = _common(size, dev, batch, overrides)
             base = _load(  # the masked-pixel E2E config: the reference and the token figures
                 size,
                 size_name,
@@ -197,6 +189,22 @@ def benchmark(
     }
 
 
+def _common(
+    size: Size, dev: torch.device, batch: int | None, overrides: list[str] | None
+) -> tuple[int, list[str]]:
+    """A size's batch on ``dev`` and the overrides every run of that size shares."""
+    b = batch or (size.gpu_batch if dev.type == "cuda" else size.cpu_batch)
+    common = [
+        *size.overrides,
+        f"train.batch_size={b}",
+        "train.accum_steps=1",
+        f"train.device={dev}",
+        "train.progress=false",
+        *(overrides or []),
+    ]
+    return b, common
+
+
 def _load(size: Size, size_name: str, what: str, overrides: list[str]) -> Config:
     try:
         return load_config(size.preset, overrides)
@@ -274,15 +282,7 @@ def benchmark_schedules(
     with tempfile.TemporaryDirectory(prefix="bwssl-bench-") as tmp:
         for size_name in sizes:
             size = SIZES[size_name]
-            b = batch or (size.gpu_batch if dev.type == "cuda" else size.cpu_batch)
-            common = [
-                *size.overrides,
-                f"train.batch_size={b}",
-                "train.accum_steps=1",
-                f"train.device={dev}",
-                "train.progress=false",
-                *(overrides or []),
-            ]
+            b, common = _common(size, dev, batch, overrides)
             base = _load(size, size_name, "e2e", [*common, "regime=e2e"])
             cfgs = {r: _load(size, size_name, r, [*common, f"regime={r}"]) for r in schedules}
             say(f"{size_name}: measuring e2e and {', '.join(schedules)} (batch {b})")
