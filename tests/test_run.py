@@ -215,3 +215,38 @@ def test_two_objectives_end_to_end(tmp_path, capsys):
     assert "<td>barlow_twins</td><td>simultaneous</td>" in page
     assert "masked_pixels runs only (1 of 2 trained runs)" in page
     assert "fig6_local_loss" in page and "first run of barlow_twins" in page
+
+
+def test_layerlock_demo_plans_its_five_runs(capsys):
+    """The layer-wise grid: five regimes, one seed, each a single schedule whose freezing
+    events fit in it; the dry run prints it and trains nothing."""
+    from bwssl.experiment import describe, estimated_steps, freezing_steps, run_length
+
+    exp = load_experiment("layerlock-demo", [])
+    runs = plan(exp, dry_run=True)
+    assert [r.name for r in runs] == [
+        "e2e-k4-s0",
+        "freeze-k4-s0",
+        "layerlock-k4-s0",
+        "latent-k4-s0",
+        "simultaneous-k4-s0",
+    ]
+    for r in runs:
+        clips = r.config.data.synthetic_train
+        # one schedule of train.epochs epochs in all, layer-wise or not
+        assert estimated_steps(r.config, clips) == run_length(r.config, clips)
+        events = freezing_steps(r.config, clips)
+        assert bool(events) == (r.config.regime in ("freeze", "layerlock", "latent"))
+        assert all(0 < s < run_length(r.config, clips) for s in events)
+    text = describe(runs, ucf101=False)
+    assert text.startswith("5 runs:") and "freezing events at steps" in text
+    assert main(["run", "--preset", "layerlock-demo", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("5 runs:")
+
+
+def test_a_freezing_schedule_that_does_not_fit_stops_the_plan():
+    from bwssl.config import ConfigError
+
+    exp = load_experiment("layerlock-demo", ["layerlock.start_step=100000"])
+    with pytest.raises(ConfigError, match=r"layerlock\.start_step"):
+        plan(exp, dry_run=True)

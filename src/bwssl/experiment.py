@@ -180,6 +180,15 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
                             None,
                         )
                     runs.append(PlannedRun(f"{prefix}{regime}-k{k}-s{seed}", cfg, source))
+    for r in runs:
+        # A layer-wise schedule that does not fit in its run would stop the grid only when
+        # that run starts; the synthetic set's length is exact, so check it now (UCF101's
+        # is known once its files are indexed: the trainer checks it then).
+        if r.config.data.name == "synthetic":
+            try:
+                freezing_steps(r.config, _train_clips(r.config))
+            except ConfigError as e:
+                raise ConfigError(f"run {r.name}: {e}") from None
     if exp.requires_data_root and all(r.config.data.name != "ucf101" for r in runs):
         if dry_run:
             print("note: this experiment needs data.root=PATH (UCF101) to train", file=sys.stderr)
@@ -191,16 +200,37 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
     return runs
 
 
-def estimated_steps(cfg: Config, train_clips: int) -> int:
-    """Optimizer steps of one run: per stage, times the regime's stages (sequential: K;
-    untrained: none)."""
-    from bwssl.regimes import stages
-
-    per_epoch = train_clips // cfg.train.batch_size
-    steps = per_epoch * cfg.train.epochs
+def run_length(cfg: Config, train_clips: int) -> int:
+    """Optimizer steps of one schedule of ``train.epochs`` epochs over ``train_clips`` clips
+    (at most ``train.max_steps``), as the trainer counts them: one blockwise stage, or the
+    whole run of a layer-wise regime."""
+    steps = (train_clips // cfg.train.batch_size) * cfg.train.epochs
     if cfg.train.max_steps is not None:
         steps = min(steps, cfg.train.max_steps)
+    return steps
+
+
+def estimated_steps(cfg: Config, train_clips: int) -> int:
+    """Optimizer steps of one run: a blockwise regime runs :func:`run_length` per stage
+    (sequential: K stages; untrained: none); a layer-wise regime (freeze, layerlock, latent)
+    runs one schedule of that length in all, its freezing events inside it."""
+    from bwssl.regimes import is_layerwise, stages
+
+    steps = run_length(cfg, train_clips)
+    if is_layerwise(cfg.regime):
+        return steps
     return steps * len(stages(cfg.regime, cfg.model.num_blocks))
+
+
+def freezing_steps(cfg: Config, train_clips: int) -> list[int]:
+    """The steps at which a layer-wise run's stages switch (freezing events, target switches);
+    empty for a blockwise regime. Raises :class:`~bwssl.config.ConfigError` (naming the key)
+    when the schedule does not fit in the run."""
+    from bwssl.regimes import is_layerwise, run_stages
+
+    if not is_layerwise(cfg.regime):
+        return []
+    return [s.lr_offset or 0 for s in run_stages(cfg, run_length(cfg, train_clips))[1:]]
 
 
 # Videos in the official UCF101 training lists (before excluding short videos).
@@ -214,7 +244,10 @@ def _train_clips(cfg: Config, ucf101: bool = False) -> int:
 
 
 def describe(runs: list[PlannedRun], ucf101: bool) -> str:
-    """The plan as text: one line per run with its estimated optimizer steps."""
+    """The plan as text: one line per run with its estimated optimizer steps (a layer-wise
+    run: its epochs in all and the steps of its freezing events)."""
+    from bwssl.regimes import is_layerwise
+
     lines = [f"{len(runs)} runs:"]
     width = max(28, *(len(r.name) for r in runs))
     for r in runs:
@@ -222,9 +255,19 @@ def describe(runs: list[PlannedRun], ucf101: bool) -> str:
         steps = f"{approx}{estimated_steps(r.config, _train_clips(r.config, ucf101))} steps"
         if r.source is not None:
             steps = f"0 steps (re-cut from {r.source})"
+        epochs = f"epochs/stage={r.config.train.epochs}"
+        if is_layerwise(r.config.regime):
+            epochs = f"epochs={r.config.train.epochs}"
+            try:
+                events = freezing_steps(r.config, _train_clips(r.config, ucf101))
+            except ConfigError:  # UCF101's estimated length; the trainer checks the real one
+                events = []
+                steps += ", freezing schedule does not fit"
+            if events:
+                steps += f", {len(events)} freezing events at steps {events[0]}..{events[-1]}"
         lines.append(
             f"  {r.name:<{width}} regime={r.config.regime:<12} K={r.config.model.num_blocks} "
-            f"epochs/stage={r.config.train.epochs} {steps}"
+            f"{epochs} {steps}"
         )
     return "\n".join(lines)
 
@@ -330,8 +373,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default="demo",
-        help="experiment preset: demo (default), quick, objectives-demo, paper-tiny, "
-        "paper-small; or a YAML file",
+        help="experiment preset: demo (default), quick, objectives-demo, layerlock-demo, "
+        "paper-tiny, paper-small; or a YAML file",
     )
     p.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
     p.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes)")

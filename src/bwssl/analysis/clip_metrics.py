@@ -12,6 +12,10 @@
   z_k and z_{k+1} (target ""); with ``cka=rbf`` or ``both``, RBF CKA rows
   with target ``rbf``.
 - ``cps``: cosine patch similarity of h_k on ``cps_clips`` test clips.
+- ``feature_std``: the spread of the test clips' z_k across clips, the collapse
+  measure of :func:`~bwssl.analysis.collapse.feature_std`: of the L2-normalized
+  z_k (target ""; 0 = every clip the same vector) and of z_k itself (target
+  ``raw``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bwssl.analysis.collapse import feature_std
 from bwssl.analysis.context import seeded_subset
 from bwssl.analysis.probes import linear_probe_accuracy
 from bwssl.analysis.retrieval import retrieval_map
@@ -34,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-METRICS_HANDLED: tuple[str, ...] = ("probe_acc", "map", "cka_next", "cps")
+METRICS_HANDLED: tuple[str, ...] = ("probe_acc", "map", "cka_next", "cps", "feature_std")
 
 
 def _clips_id(data: DataConfig, split: str, seed: int) -> dict[str, Any]:
@@ -87,3 +92,7 @@ def run(ctx: RunContext) -> None:
     if "cps" in want:
         for k in range(ctx.k):
             ctx.add("cps", k + 1, cps(ft.tokens[k].astype(np.float32)))
+    if "feature_std" in want:
+        for k in range(ctx.k):
+            ctx.add("feature_std", k + 1, feature_std(ft.pooled[k]))
+            ctx.add("feature_std", k + 1, feature_std(ft.pooled[k], normalize=False), "raw")

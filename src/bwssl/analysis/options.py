@@ -22,6 +22,7 @@ METRICS: tuple[str, ...] = (
     "occdrop_l1",
     "occdrop_l2",
     "cps",
+    "feature_std",
 )
 """Every metric of the suite, in the order they are computed."""
 

@@ -8,7 +8,7 @@ Columns (:data:`COLUMNS`):
 - ``block``: 1-based block index. For ``cka_next``, block k is the
   transition k -> k+1.
 - ``metric``: ``probe_acc``, ``map``, ``mse``, ``probe_l1``, ``probe_l2``,
-  ``cka_next``, ``occdrop_l1``, ``occdrop_l2``, ``cps``, ...
+  ``cka_next``, ``occdrop_l1``, ``occdrop_l2``, ``cps``, ``feature_std``, ...
 - ``target``: the label a probe decodes (``action``, ``sf``, ``sf_match``,
   ...); empty when the metric has none.
 - ``repeat``: repeat index (probe fits, occlusion locations); 0 when single.

@@ -25,6 +25,9 @@ untrained encoder is drawn with every objective (see
   per model and objective: the losses have different scales); drawn only when
   an objective other than masked pixels is present (otherwise it repeats
   fig4's MSE).
+- ``fig7_layerwise``: the action probe, retrieval mAP and the collapse measure
+  ``feature_std`` (L2-normalized, target "") by block; drawn only when the
+  table holds a layer-wise regime (freeze, layerlock, latent).
 
 Panels whose metric is not in the table are left out, and a figure with no
 panel left is skipped without error. When the runs of a panel mix several K,
@@ -307,7 +310,41 @@ def fig6_local_loss(rows: list[ResultRow], out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "fig6_local_loss")
 
 
-FIGURES = (fig2_downstream, fig3_complexity, fig4_similarity, fig5_patch, fig6_local_loss)
+def fig7_layerwise(rows: list[ResultRow], out_dir: Path) -> list[Path]:
+    """Probe, mAP and feature spread by block, when a layer-wise regime is in the table."""
+    from bwssl.report.layerwise import has_layerwise
+
+    if not has_layerwise(rows):
+        return []
+    probe_targets = {r.target for r in rows if r.metric == "probe_acc"}
+    probe = "action" if "action" in probe_targets else None
+    wanted = [
+        r
+        for r in rows
+        if (r.metric == "probe_acc" and (probe is None or r.target == probe))
+        or r.metric == "map"
+        or (r.metric == "feature_std" and r.target == "")
+    ]
+    return _block_figure(
+        wanted,
+        [
+            ("probe_acc", "(a) action probe"),
+            ("map", "(b) retrieval mAP"),
+            ("feature_std", "(c) feature std (L2-normalized)"),
+        ],
+        out_dir,
+        "fig7_layerwise",
+    )
+
+
+FIGURES = (
+    fig2_downstream,
+    fig3_complexity,
+    fig4_similarity,
+    fig5_patch,
+    fig6_local_loss,
+    fig7_layerwise,
+)
 
 
 def draw_all(results: str | Path | Iterable[ResultRow], out_dir: str | Path) -> list[Path]:

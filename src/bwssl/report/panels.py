@@ -32,6 +32,7 @@ REGIME_ORDER: tuple[str, ...] = (
     "sequential",
     "freeze",
     "layerlock",
+    "latent",
 )
 REGIME_COLORS: dict[str, str] = {
     "untrained": "#a0a0a0",
@@ -40,6 +41,7 @@ REGIME_COLORS: dict[str, str] = {
     "sequential": "#d62728",
     "freeze": "#2ca02c",
     "layerlock": "#9467bd",
+    "latent": "#8c564b",
 }
 K_LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
 TRANSITION_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X")
@@ -55,6 +57,7 @@ METRIC_LABELS: dict[str, str] = {
     "occdrop_l1": "OccDrop",
     "occdrop_l2": "OccDrop",
     "cps": "CPS",
+    "feature_std": "feature std across clips",
 }
 RUN_KEYS: tuple[str, ...] = ("regime", "objective", "model", "num_blocks", "block", "metric")
 """Aggregation without the target: multi-target metrics are averaged over targets per run."""
