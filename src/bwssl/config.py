@@ -571,6 +571,7 @@ class Config:
         """What a layer-wise regime needs from the model and objective (the steps are checked
         against the run's length when it is known)."""
         from bwssl.objectives.registry import build_objective
+        from bwssl.regimes import target_layers
 
         depth, ll = self.model.depth, self.layerlock
         frozen = ll.frozen_layers(depth)
@@ -590,7 +591,7 @@ class Config:
                 "layerlock.layers_per_event",
                 f"must be <= the {frozen} layers frozen in all (layerlock.max_frozen)",
             )
-        if self.regime != "freeze" and not build_objective(self).latent_targets:
+        if target_layers(self) and not build_objective(self).latent_targets:
             _fail(
                 "objective.name",
                 f"regime {self.regime} predicts latent targets, which {self.objective.name} "
