@@ -142,8 +142,13 @@ def test_schedule_bench_counts_what_freezing_saves_stage_by_stage(tmp_path, caps
         ]
     )
     assert code == 0
-    assert "mean peak" in capsys.readouterr().out
-    r = json.loads(out.read_text())["sizes"]["tiny-debug"]
+    table = capsys.readouterr().out
+    assert "mean peak" in table and "one optimizer step per stage" in table
+    result = json.loads(out.read_text())
+    assert result["settings"]["schedule_steps"] == 100
+    assert result["settings"]["overrides"] == ["layerlock.max_frozen=3"]
+    r = result["sizes"]["tiny-debug"]
+    assert r["depth"] == 4 and r["visible_tokens"] < r["tokens"]
     base, freeze = r["baseline"], r["schedules"]["freeze"]
     assert base["regime"] == "e2e" and len(base["stages"]) == 1
     stages = freeze["stages"]
@@ -159,6 +164,20 @@ def test_schedule_bench_counts_what_freezing_saves_stage_by_stage(tmp_path, caps
     assert freeze["flops"] == total
     assert math.isclose(freeze["flops_vs_baseline"], total / base["flops"])
     assert freeze["flops_vs_baseline"] < 1 and freeze["mean_peak_vs_baseline"] < 1
+    # Every step's peak is measured; the schedule's peak is the highest stage's.
+    assert all(s["peak_bytes"] > 0 for s in [*base["stages"], *stages])
+    assert freeze["peak_bytes"] == max(peaks)
+    assert freeze["peak_vs_baseline"] == max(peaks) / base["peak_bytes"]
+    mean = sum(s["peak_bytes"] * s["steps"] for s in stages) / 100
+    assert math.isclose(freeze["mean_peak_vs_baseline"], mean / base["mean_peak_bytes"])
+    # The targets of progressive freezing are checked on the freeze schedule, not assumed.
+    checks = r["targets"]
+    assert checks["freeze_vs_e2e_flops"]["value"] == freeze["flops_vs_baseline"]
+    assert checks["freeze_vs_e2e_peak_memory"]["value"] == freeze["peak_vs_baseline"]
+    assert checks["freeze_vs_e2e_mean_step_peak_memory"]["value"] == freeze["mean_peak_vs_baseline"]
+    for c in checks.values():
+        assert isinstance(c["met"], bool) and c["target"].startswith("<=")
+        assert ("met" if c["met"] else "MISSED") in table
     # LayerLock's targets run the frozen layers on the whole clip: counted, so its stages
     # after the first cost more than freezing alone.
     ll = r["schedules"]["layerlock"]["stages"]

@@ -278,7 +278,23 @@ def benchmark_schedules(
         raise UserError(f"unknown size(s) {', '.join(unknown)}; allowed: {', '.join(SIZES)}")
     dev = resolve_device(device)
     say = progress or (lambda _text: None)
-    out: dict[str, Any] = {"machine": machine(dev), "sizes": {}}
+    out: dict[str, Any] = {
+        "machine": machine(dev),
+        "settings": {
+            "device": str(dev),
+            "schedules": schedules,
+            "schedule_steps": total_steps,
+            "overrides": overrides or [],
+            "flops_method": "torch.utils.flop_counter.FlopCounterMode around one trainer step "
+            "(SDPA math kernel)",
+            "memory_method": (
+                "torch.cuda.max_memory_allocated"
+                if dev.type == "cuda"
+                else "torch.profiler CPU allocator events"
+            ),
+        },
+        "sizes": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bwssl-bench-") as tmp:
         for size_name in sizes:
             size = SIZES[size_name]
@@ -287,7 +303,19 @@ def benchmark_schedules(
             cfgs = {r: _load(size, size_name, r, [*common, f"regime={r}"]) for r in schedules}
             say(f"{size_name}: measuring e2e and {', '.join(schedules)} (batch {b})")
             out["sizes"][size_name] = {
+                "preset": size.preset,
+                "overrides": list(size.overrides),
                 "batch": b,
+                "depth": base.model.depth,
+                "tokens": base.num_tokens,
+                "objective": base.objective.name,
+                # only masked pixels hides tokens from the encoder
+                "visible_tokens": (
+                    _visible(base)
+                    if base.objective.name == REFERENCE_OBJECTIVE
+                    else base.num_tokens
+                ),
+                "precision": _precision(base, dev),
                 **compare_schedules(cfgs, base, total_steps, Path(tmp)),
             }
     return out

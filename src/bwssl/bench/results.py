@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,12 @@ def _ratios(r: RunResult, ref: RunResult) -> dict[str, float]:
     }
 
 
-def _check(name: str, value: float) -> dict[str, Any]:
-    op, target = TARGETS[name]
+def check_target(
+    name: str, value: float, targets: Mapping[str, tuple[str, float]] = TARGETS
+) -> dict[str, Any]:
+    """``value`` against the target ``targets[name]`` (an operator and a bound): the value,
+    the target as text and whether it is met."""
+    op, target = targets[name]
     met = value >= target if op == ">=" else value <= target
     return {"value": value, "target": f"{op} {target}", "met": bool(met)}
 
@@ -65,15 +70,15 @@ def size_ratios(rows: list[RunResult]) -> dict[str, Any]:
         return out
     if hf is not None:
         hf.vs_e2e = _ratios(hf, e2e)
-        out["e2e_vs_hf_throughput"] = _check(
+        out["e2e_vs_hf_throughput"] = check_target(
             "e2e_vs_hf_throughput", _ratio(e2e.clips_per_s, hf.clips_per_s)
         )
     sim = by_run.get("simultaneous")
     if sim is not None:
-        out["simultaneous_vs_e2e_peak_memory"] = _check(
+        out["simultaneous_vs_e2e_peak_memory"] = check_target(
             "simultaneous_vs_e2e_peak_memory", sim.vs_e2e["peak_memory"]
         )
-        out["simultaneous_vs_e2e_step_time"] = _check(
+        out["simultaneous_vs_e2e_step_time"] = check_target(
             "simultaneous_vs_e2e_step_time", sim.vs_e2e["step_time"]
         )
     return out

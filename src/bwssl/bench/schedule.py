@@ -20,7 +20,8 @@ stage's steps. Its memory is given twice: the highest stage's peak (with
 freezing starting mid-run this is the unfrozen first stage's, the baseline's
 own), and the mean over all steps of each step's peak, which is what freezing
 lowers (the device time spent at each memory level). Each is divided by the
-baseline's, measured the same way in the same process.
+baseline's, measured the same way in the same process, and progressive freezing
+(the ``freeze`` regime) is checked against :data:`SCHEDULE_TARGETS`.
 """
 
 from __future__ import annotations
@@ -35,9 +36,20 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from bwssl.bench.memory import PeakMemory
+from bwssl.bench.results import check_target
 from bwssl.bench.runners import MEMORY_STEPS, synthetic_batch
 from bwssl.config import Config
 from bwssl.regimes import run_stages
+
+SCHEDULE_TARGETS = {
+    "freeze_vs_e2e_flops": ("<=", 0.91),
+    "freeze_vs_e2e_peak_memory": ("<=", 0.84),
+    "freeze_vs_e2e_mean_step_peak_memory": ("<=", 0.84),
+}
+"""What progressive freezing should save over its whole schedule against E2E: at least 9% of
+the FLOPs and 16% of the peak memory, the savings LayerLock reports for freezing alone. The
+peak is checked twice: as the schedule's peak (the highest stage's) and as the mean over the
+steps of each step's peak."""
 
 
 @dataclass
@@ -137,11 +149,22 @@ def compare_schedules(
             "peak_vs_baseline": cost.peak_bytes / base.peak_bytes,
             "mean_peak_vs_baseline": cost.mean_peak_bytes / base.mean_peak_bytes,
         }
+    freeze = result["schedules"].get("freeze")
+    if freeze is not None:
+        result["targets"] = {
+            name: check_target(name, freeze[key], SCHEDULE_TARGETS)
+            for name, key in (
+                ("freeze_vs_e2e_flops", "flops_vs_baseline"),
+                ("freeze_vs_e2e_peak_memory", "peak_vs_baseline"),
+                ("freeze_vs_e2e_mean_step_peak_memory", "mean_peak_vs_baseline"),
+            )
+        }
     return result
 
 
 def format_schedules(result: dict[str, Any]) -> str:
-    """A plain-text table of :func:`compare_schedules`' result."""
+    """A plain-text report of :func:`compare_schedules`' result: the whole schedules, every
+    stage's step, and the targets of progressive freezing."""
     base = result["baseline"]
     lines = [
         f"whole schedule of {base['total_steps']} steps vs {base['regime']} "
@@ -159,4 +182,25 @@ def format_schedules(result: dict[str, Any]) -> str:
             f"{s['peak_vs_baseline']:>8.3f} {s['mean_peak_bytes'] / 2**20:>14.1f} "
             f"{s['mean_peak_vs_baseline']:>8.3f}"
         )
+    ref = base["stages"][0]
+    lines += [
+        "",
+        "one optimizer step per stage (vs base: the baseline's step)",
+        f"{'regime':<12} {'stage':>5} {'frozen':>6} {'targets':<18} {'steps':>6} "
+        f"{'GFLOPs':>9} {'vs base':>8} {'peak MiB':>9} {'vs base':>8}",
+    ]
+    for name, s in [(base["regime"], base), *result["schedules"].items()]:
+        for st in s["stages"]:
+            lines.append(
+                f"{name:<12} {st['stage']:>5} {st['frozen']:>6} {','.join(st['targets']):<18} "
+                f"{st['steps']:>6} {st['flops_per_step'] / 1e9:>9.3f} "
+                f"{st['flops_per_step'] / ref['flops_per_step']:>8.3f} "
+                f"{st['peak_bytes'] / 2**20:>9.1f} {st['peak_bytes'] / ref['peak_bytes']:>8.3f}"
+            )
+    checks = result.get("targets", {})
+    if checks:
+        lines.append("")
+    for name, c in checks.items():
+        mark = "met" if c["met"] else "MISSED"
+        lines.append(f"{name:<40}{c['value']:>8.3f}  target {c['target']:<8}{mark}")
     return "\n".join(lines)
