@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from bwssl.analysis.results import ResultRow
 from bwssl.report.panels import UNTRAINED, objectives_of
+from bwssl.report.summary import Cell
 
 LAYERWISE: tuple[str, ...] = ("freeze", "layerlock", "latent")
 """The layer-wise regimes the section is about."""
@@ -44,20 +45,6 @@ TABLES: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True)
-class Stat:
-    """A metric at one block: the mean over runs (seeds) and their standard deviation."""
-
-    mean: float
-    std: float
-    n: int
-
-    def text(self) -> str:
-        if self.n < 2:
-            return f"{self.mean:.3f}"
-        return f"{self.mean:.3f} \u00b1 {self.std:.3f}"
-
-
-@dataclass(frozen=True)
 class Claim:
     """One of the paper's claims beside what our runs say."""
 
@@ -75,8 +62,8 @@ DASH = "\u2014"
 Group = tuple[str, str, int]
 """(model, objective, K): the runs one set of tables compares."""
 
-Table = dict[str, dict[int, Stat]]
-"""regime -> block -> Stat."""
+Table = dict[str, dict[int, Cell]]
+"""regime -> block -> Cell."""
 
 
 def has_layerwise(rows: Iterable[ResultRow]) -> bool:
@@ -119,11 +106,11 @@ def table(rows: Sequence[ResultRow], group: Group, metric: str, target: str) -> 
     for (regime, block), runs in per_run.items():
         values = [statistics.fmean(v) for v in runs.values()]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        out[regime][block] = Stat(statistics.fmean(values), std, len(values))
+        out[regime][block] = Cell(statistics.fmean(values), std, len(values))
     return dict(out)
 
 
-def _last(t: Table, regime: str, k: int) -> Stat | None:
+def _last(t: Table, regime: str, k: int) -> Cell | None:
     return t.get(regime, {}).get(k)
 
 
