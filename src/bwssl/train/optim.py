@@ -207,6 +207,9 @@ def final_lr(cfg: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate to ``lr`` times its ``lr_factor`` (1 when absent)."""
+    """Set every group's learning rate to ``lr`` times its ``lr_factor`` (1 when absent).
+
+    The factor is part of the optimizer's state dict, so a resumed run keeps the ratio it
+    was started with (also under ``--resume-with train.lr=...``)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_factor", 1.0)
