@@ -11,7 +11,7 @@ import torch
 
 from bwssl.config import ConfigError
 from bwssl.models.blockwise import build_model
-from bwssl.train.optim import LARS, build_optimizer, final_lr, peak_lr, set_lr
+from bwssl.train.optim import LARS, OPTIMIZERS, build_optimizer, final_lr, peak_lr, set_lr
 from bwssl.train.trainer import Trainer, lr_at, train
 
 
@@ -133,6 +133,22 @@ def test_barlow_twins_recipe_learning_rates_at_batch_2048(make_cfg):
     for step, want_w, want_b in ((warmup - 1, 1.6, 0.0384), (total, 0.0016, 0.0000384)):
         set_lr(opt, schedule[step])
         assert weights["lr"] == pytest.approx(want_w) and biases["lr"] == pytest.approx(want_b)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_holds_each_parameter_once_and_spares_1d_ones(name, make_cfg):
+    cfg = make_cfg("objective.name=barlow_twins", f"train.optimizer={name}", "train.lr_biases=0.5")
+    model = build_model(cfg)
+    params = list(model.parameters())[::2]  # a unit trains part of the model
+    opt = build_optimizer(cfg.train, model, params)
+    held = [p for g in opt.param_groups for p in g["params"]]
+    assert sorted(map(id, held)) == sorted(map(id, params))
+    set_lr(opt, 0.1)
+    for group in opt.param_groups:
+        one_d = any(p.ndim == 1 for p in group["params"])
+        assert group["lr"] == pytest.approx(0.1 * (0.5 / cfg.train.lr if one_d else 1.0))
+        if one_d:  # no weight decay on biases and norms, by group (adamw) or by flag (lars)
+            assert group["weight_decay"] == 0 or group["exclude_1d_from_decay"]
 
 
 class Interrupted(Exception):
