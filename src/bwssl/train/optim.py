@@ -2,12 +2,12 @@
 of the learning-rate schedule.
 
 :func:`build_optimizer` is what the trainer asks for ("the optimizer of these
-parameters of this model", per ``train.optimizer``); :func:`set_lr` puts the
-schedule's learning rate (from :func:`peak_lr` to :func:`final_lr`) into it at every
-step. Every group carries an
-``lr_factor``: its learning rate is the schedule's times that factor, so the
-biases and norms can follow the weights' schedule at their own peak
-(``train.lr_biases``), as in the official Barlow Twins recipe.
+parameters of this model", per ``train.optimizer``, from :data:`OPTIMIZERS`);
+:func:`set_lr` puts the schedule's learning rate (from :func:`peak_lr` to
+:func:`final_lr`) into it at every step. Every group carries an ``lr_factor``:
+its learning rate is the schedule's times that factor, so that biases and norms
+follow the weights' schedule at their own peak (``train.lr_biases``), as in the
+official Barlow Twins recipe.
 """
 
 from __future__ import annotations
