@@ -322,16 +322,33 @@ class TrainConfig:
     """Clips per optimizer step (split into ``accum_steps`` micro-batches)."""
     accum_steps: int = 1
     """Gradient accumulation: micro-batches per optimizer step."""
+    optimizer: str = "adamw"
+    """A name of :data:`bwssl.train.optim.OPTIMIZERS`: ``adamw`` (``betas``) or ``lars``
+    (SGD with momentum and a layer-wise trust ratio: ``momentum``, ``lars_eta``; 1-D
+    parameters get no weight decay and no trust ratio; ``betas`` is ignored)."""
     lr: float = 1e-4
-    """Peak learning rate (before batch-size scaling)."""
+    """Peak learning rate of the weights (before batch-size scaling)."""
+    lr_biases: float | None = None
+    """Peak learning rate of the parameters without weight decay (biases and norm weights;
+    with adamw also mask tokens), before batch-size scaling; they follow the weights'
+    schedule scaled by lr_biases / lr. null: the same as ``lr``."""
     lr_scale_batch: int | None = None
     """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling)."""
     min_lr: float = 1e-6
-    """Final learning rate of the cosine schedule."""
+    """Final learning rate of the cosine schedule (unless ``min_lr_ratio`` is set)."""
+    min_lr_ratio: float | None = None
+    """If set, the cosine schedule ends at this fraction of the peak learning rate instead
+    of the absolute ``min_lr`` (Barlow Twins: 0.001)."""
     warmup_epochs: float = 0.0
     """Linear warmup length, in epochs, at the start of every stage."""
     weight_decay: float = 0.05
+    """Decoupled (adamw) or L2 (lars) weight decay of the weights; never on biases and norms."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW's (beta1, beta2); ignored by lars."""
+    momentum: float = 0.9
+    """LARS: momentum of the update."""
+    lars_eta: float = 0.001
+    """LARS: trust coefficient eta (the update of a weight is about eta x its norm x lr)."""
     clip_grad: float | None = None
     """Max gradient norm, applied per block (never across blocks)."""
     checkpoint_every: int = 100
@@ -366,8 +383,21 @@ class TrainConfig:
                 "train.accum_steps",
                 f"must divide train.batch_size={self.batch_size}, got {self.accum_steps}",
             )
+        from bwssl.train.optim import OPTIMIZERS  # that module imports this one
+
+        _check_name("train.optimizer", self.optimizer, OPTIMIZERS)
         if self.lr <= 0:
             _fail("train.lr", f"must be > 0, got {self.lr}")
+        if self.lr_scale_batch is not None and self.lr_scale_batch < 1:
+            _fail("train.lr_scale_batch", f"must be >= 1 or null, got {self.lr_scale_batch}")
+        if self.lr_biases is not None and self.lr_biases < 0:
+            _fail("train.lr_biases", f"must be >= 0 or null, got {self.lr_biases}")
+        if self.min_lr_ratio is not None and not 0 <= self.min_lr_ratio <= 1:
+            _fail("train.min_lr_ratio", f"must lie in [0, 1] or be null, got {self.min_lr_ratio}")
+        if not 0 <= self.momentum < 1:
+            _fail("train.momentum", f"must lie in [0, 1), got {self.momentum}")
+        if self.lars_eta <= 0:
+            _fail("train.lars_eta", f"must be > 0, got {self.lars_eta}")
         if self.weight_decay < 0:
             _fail("train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.min_lr < 0:

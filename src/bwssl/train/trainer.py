@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from bwssl.base.files import atomic_write_text
 from bwssl.base.hardware import (
-    adamw,
     autocast,
     enable_tf32,
     resolve_amp_dtype,
@@ -50,6 +49,7 @@ from bwssl.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from bwssl.train.optim import build_optimizer, final_lr, peak_lr, set_lr
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
 
@@ -74,22 +74,6 @@ class Unit:
     params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
-
-
-def param_groups(
-    model: nn.Module, params: list[nn.Parameter], weight_decay: float
-) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on 1-D parameters (biases, norms, q/v bias) and mask tokens."""
-    wanted = {id(p) for p in params}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if id(p) not in wanted:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -200,7 +184,7 @@ class Trainer:
     def units(self, model: BlockwiseModel, stage: Stage, wrap: bool = True) -> list[Unit]:
         """The optimizer units of ``stage``: per unit its blocks' forward (wrapped in DDP and
         compiled as configured; ``wrap=False``: neither), parameters (less the read-outs the
-        stage's targets leave idle), AdamW and loss scaler."""
+        stage's targets leave idle), optimizer (``train.optimizer``) and loss scaler."""
         tc = self.cfg.train
         units = []
         idle = {
@@ -232,9 +216,7 @@ class Trainer:
                     # tokens), and inductor's dynamic-shape graphs, which recompiles of the
                     # shared forward code switch on, crashed in backward on an H100.
                     fwd = torch.compile(fwd, backend=tc.compile_backend, dynamic=False)
-            opt = adamw(
-                param_groups(model, params, tc.weight_decay), tc.lr, (tc.betas[0], tc.betas[1])
-            )
+            opt = build_optimizer(tc, model, params)
             scaler = (
                 torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
             )
@@ -346,9 +328,7 @@ class Trainer:
         loader = make_loader(
             data, sampler, cfg.train.num_workers, pin_memory=self.device.type == "cuda"
         )
-        peak = cfg.train.lr * (
-            cfg.train.batch_size / cfg.train.lr_scale_batch if cfg.train.lr_scale_batch else 1.0
-        )
+        peak = peak_lr(cfg.train)
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
         run_total = self.run_length(steps_per_epoch)
 
@@ -415,8 +395,9 @@ class Trainer:
     ) -> float:
         """The learning rate at ``step`` of ``stage`` (counted like :meth:`stage_steps`, which
         gives ``end``): warmup and cosine over the stage, or over the run (``run_total``
-        steps) for a stage on the run's schedule, times the stage's re-warmup ramp."""
-        floor = self.cfg.train.min_lr
+        steps) for a stage on the run's schedule, times the stage's re-warmup ramp. The
+        cosine ends at :func:`~bwssl.train.optim.final_lr`."""
+        floor = final_lr(self.cfg.train)
         if stage.lr_offset is None:
             return lr_at(step, end, warmup, peak, floor)
         lr = lr_at(step, run_total, warmup, peak, floor)
@@ -535,8 +516,7 @@ class Trainer:
         per block. Raises TrainingDiverged on a non-finite loss (in any process)."""
         cfg, dev = self.cfg, self.device
         for unit in units:
-            for group in unit.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(unit.optimizer, lr)
         if batch.video.shape[0] == 0:
             return {}
         # The objective draws masks and views for the whole global batch; this process's
