@@ -122,6 +122,7 @@ class Objective(abc.ABC):
     def check_dataset(self, num_classes: int) -> None:
         """Called with the training set's number of classes before the first step; raises
         :class:`~bwssl.config.ConfigError` when the objective cannot train on it."""
+        return None  # an objective without labels trains on any dataset
 
     def head_features(
         self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone

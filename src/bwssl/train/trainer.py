@@ -53,7 +53,6 @@ from bwssl.train.checkpoint import (
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
 
-
 REDRAW_KEY = 101
 """Keeps the seeds of stage re-initializations (seed, this, stage) apart from other draws."""
 
