@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bwssl.analysis.results import read_results
+from bwssl.cli import main
 from bwssl.config import ConfigError
 from bwssl.data.transforms import normalize
 from bwssl.models import build_model
@@ -104,3 +106,19 @@ def test_the_class_count_must_match_the_training_set(make_cfg, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the run folder is written
     with pytest.raises(ConfigError, match=r"objective\.num_classes"):
         make_cfg("objective.name=supervised", "objective.num_classes=1")
+
+
+def test_the_local_loss_analysis_gives_the_heads_their_labels(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "objective.name=supervised",
+        "objective.pooling=cbe",
+        "objective.pool_width=64",
+        "train.max_steps=2",
+        "data.synthetic_classes=2",
+        "data.synthetic_test=8",
+    )
+    train(cfg, tmp_path / "run")
+    args = ["metrics=[local_loss]", "probe_repeats=1", "progress=false", "figures=false"]
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "an"), *args]) == 0
+    rows = {r.block: r.value for r in read_results(tmp_path / "an" / "results.csv")}
+    assert set(rows) == {1, 2} and all(0 < v < 10 for v in rows.values())
