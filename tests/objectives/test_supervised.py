@@ -49,6 +49,8 @@ def test_the_loss_is_cross_entropy_of_the_heads_logits(make_cfg):
     assert not torch.equal(model.local_losses(other)[1], losses[1])
     with pytest.raises(ValueError, match="labels"):
         model.local_losses(model.objective.prepare(video, StepKey(0, 0, 0, 4), torch.arange(4)))
+    with pytest.raises(ValueError, match=r"one per clip, shape \(4,\)"):
+        with_labels(step, torch.tensor([1, 2]))
 
 
 def test_the_head_is_the_projector_with_its_output_cut_to_the_classes(make_cfg):
