@@ -58,7 +58,8 @@ def test_the_first_resnet50_block_at_full_size():
     with torch.no_grad():
         for pooling, cbe_pool in POOLINGS:
             pool, width = build_pooling(_cfg(pooling, cbe_pool), 256)
-            assert pool is not None and pool.eval()(x).shape == (1, width)
+            assert pool is not None
+            assert pool.eval()(x).shape == (1, width)
     assert lsp_grid(256, 2048) == (2, 4)  # 8 bins, as near square as a rectangle gets
 
 
