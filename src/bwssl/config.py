@@ -211,7 +211,8 @@ class ObjectiveConfig:
     name: str = "masked_pixels"
     """A name of :data:`bwssl.objectives.OBJECTIVES`: ``masked_pixels`` (VideoMAE
     reconstruction; ``mask`` and ``loss`` sections), ``barlow_twins``, ``vicreg``,
-    ``simclr`` (joint embedding of two views; ``views`` and the keys below)."""
+    ``simclr`` (joint embedding of two views; ``views`` and the keys below), ``supervised``
+    (cross-entropy with the clip's label through each block's head)."""
     projector: list[int] = field(default_factory=lambda: [8192, 8192, 8192])
     """Joint embedding: widths of the projector after each block's pooled features; every
     layer but the last is Linear (no bias), BatchNorm, ReLU; the last is a plain Linear."""
@@ -234,6 +235,25 @@ class ObjectiveConfig:
     regimes whose one loss is at the last block)."""
     decoding_layers: int = 4
     """Masked pixels with ``decoding: tokens``: encoder layers the decoding tokens pass."""
+    pooling: Literal["backbone", "gsp", "lsp", "cbe"] = "backbone"
+    """Joint embedding and supervised: how each head pools its block's output before the
+    projector. ``backbone``: the backbone's own pooled features (token mean of the ViT);
+    ``gsp``: global average of the feature map; ``lsp``: averages over a grid of spatial
+    bins, concatenated to ``pool_width`` values; ``cbe``: a ``cbe_kernel`` convolution to
+    ``pool_width`` channels (no bias), BatchNorm, ReLU, then ``cbe_pool`` pooling. The video
+    ViT's feature map is its token grid averaged over time."""
+    pool_width: int = 2048
+    """``lsp`` and ``cbe``: width of the pooled vector (``lsp``: a multiple of each head's
+    block channels, the bins laid out as a near-square grid)."""
+    cbe_kernel: int = 1
+    """``cbe``: side of the expanding convolution's kernel, odd (padding kernel // 2)."""
+    cbe_pool: Literal["avg", "l2", "sqrt"] = "avg"
+    """``cbe``: pooling after the expansion: ``avg`` (global average), ``l2`` (root of the
+    mean square over positions) or ``sqrt`` (mean of the square roots)."""
+    num_classes: int | None = None
+    """Supervised: number of classes of the labels; null: what the data config says
+    (``synthetic``: ``data.synthetic_classes``; ``ucf101``: 101). Checked against the
+    training set before the first step."""
     views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
@@ -252,6 +272,15 @@ class ObjectiveConfig:
             _fail("objective.temperature", f"must be > 0, got {self.temperature}")
         if self.decoding_layers < 1:
             _fail("objective.decoding_layers", f"must be >= 1, got {self.decoding_layers}")
+        if self.pool_width < 1:
+            _fail("objective.pool_width", f"must be >= 1, got {self.pool_width}")
+        if self.cbe_kernel < 1 or self.cbe_kernel % 2 == 0:
+            _fail(
+                "objective.cbe_kernel",
+                f"must be a positive odd kernel side (1, 3, ...), got {self.cbe_kernel}",
+            )
+        if self.num_classes is not None and self.num_classes < 2:
+            _fail("objective.num_classes", f"must be >= 2 or null, got {self.num_classes}")
 
 
 @dataclass
@@ -502,8 +531,9 @@ class Config:
 
     regime: str = "simultaneous"
     """A name of :data:`bwssl.regimes.REGIMES`: ``e2e``, ``simultaneous`` or ``sequential``;
-    ``untrained`` saves the E2E model as initialized (no training), the reference for the
-    analyses."""
+    the baselines ``last_only`` (earlier blocks random and frozen) and ``first_e2e`` (block 1
+    trained end to end, the rest re-initialized and sequential); ``untrained`` saves the E2E
+    model as initialized (no training), the reference for the analyses."""
     seed: int = 0
     """Seeds weights, data order, augmentations and masks."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -524,7 +554,15 @@ class Config:
         self._check_size()
         if REGIMES[self.regime].schedule is not None:
             self._check_layer_schedule()
-        need = build_objective(self).min_batch
+        objective = build_objective(self)  # checks the objective's own keys
+        if self.objective.pooling != "backbone" and not objective.pooling_heads:
+            _fail(
+                "objective.pooling",
+                f"{self.objective.pooling} pools the input of a projector or classifier head, "
+                f"which {self.objective.name} has not; use backbone, or a joint-embedding or "
+                "supervised objective",
+            )
+        need = objective.min_batch
         if self.train.batch_size // self.train.accum_steps < need:
             _fail(
                 "train.batch_size",

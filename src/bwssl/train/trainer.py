@@ -39,7 +39,7 @@ from bwssl.config import Config
 from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
 from bwssl.errors import RunStopped, TrainingDiverged, UserError
 from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
-from bwssl.objectives.base import StepKey
+from bwssl.objectives.base import StepKey, derive_seed, with_labels
 from bwssl.objectives.registry import build_objective
 from bwssl.regimes import Stage, is_layerwise, run_stages, stages
 from bwssl.train.checkpoint import (
@@ -52,6 +52,9 @@ from bwssl.train.checkpoint import (
 from bwssl.train.optim import build_optimizer, final_lr, peak_lr, set_lr
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
+
+REDRAW_KEY = 101
+"""Keeps the seeds of stage re-initializations (seed, this, stage) apart from other draws."""
 
 
 @dataclass
@@ -286,6 +289,7 @@ class Trainer:
                 f"the training set has {len(data)} clips, fewer than "
                 f"train.batch_size={cfg.train.batch_size}; lower the batch size"
             )
+        build_objective(cfg).check_dataset(data.num_classes)
         self.plan(steps_per_epoch)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg).to(self.device)
@@ -334,6 +338,8 @@ class Trainer:
 
         prev: list[Unit] = []
         for stage in self.stages[pos.stage :]:
+            if stage.reset and self.stage_position(pos, steps_per_epoch) == (stage.lr_offset or 0):
+                self.redraw(model, stage)  # the stage starts now (a resumed one holds its draw)
             units = self.prepare_stage(train_model, stage)
             saved = ckpt["units"] if ckpt is not None else []
             saved_stage = (
@@ -376,6 +382,20 @@ class Trainer:
             dist.barrier()
         self._say(f"done: {run.final}")
         return run.final
+
+    @staticmethod
+    def stage_position(pos: Position, steps_per_epoch: int) -> int:
+        """Where ``pos`` stands in its stage, counted like :meth:`stage_steps`."""
+        return pos.epoch * steps_per_epoch + pos.step
+
+    def redraw(self, model: BlockwiseModel, stage: Stage) -> None:
+        """Re-initialize ``stage.reset`` (blocks of the stored ``model``) and their heads, from
+        a seed of the run's seed and the stage's index, before the stage's first step."""
+        if self.layerwise:
+            raise ValueError(
+                f"stage {stage.index}: a layer-wise schedule cannot re-initialize blocks"
+            )
+        model.redraw(stage.reset, derive_seed(self.cfg.seed, REDRAW_KEY, stage.index))
 
     def stage_steps(self, stage: Stage, steps_per_epoch: int) -> int:
         """Where ``stage`` ends, counted like its steps: a stage on its own schedule ends
@@ -524,10 +544,12 @@ class Trainer:
         key = StepKey(cfg.seed, pos.epoch, pos.step, cfg.train.batch_size)
         rows = torch.arange(self.rank, cfg.train.batch_size, self.world)[: batch.video.shape[0]]
         video = batch.video.to(dev, non_blocking=True)
+        labels = batch.label.to(dev, non_blocking=True)
         accum = cfg.train.accum_steps
         sums: dict[int, torch.Tensor] = {}
-        for i, (v, r) in enumerate(zip(video.chunk(accum), rows.chunk(accum), strict=True)):
-            prepared = model.objective.prepare(v, key, r, train=True)
+        chunks = zip(video.chunk(accum), rows.chunk(accum), labels.chunk(accum), strict=True)
+        for i, (v, r, lab) in enumerate(chunks):
+            prepared = with_labels(model.objective.prepare(v, key, r, train=True), lab)
             xs = prepared.views
             with torch.no_grad(), self.autocast():
                 for k in range(stage.frozen):
