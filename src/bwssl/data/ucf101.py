@@ -30,6 +30,7 @@ from bwssl.config import DataConfig
 from bwssl.data.transforms import ClipFormat
 from bwssl.data.video_index import (
     Backend,
+    CaseInsensitiveTree,
     SplitName,
     VideoIndex,
     VideoRecord,
@@ -142,29 +143,6 @@ def read_split_lists(split_dir: Path, split: int) -> SplitLists:
 # --- finding the listed files ---------------------------------------------------------------
 
 
-class _CaseInsensitiveTree:
-    """Two-level listing of a folder (CLASS/ENTRY), to find listed paths whatever their case."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.lower: dict[str, str] = {}
-        if not base.is_dir():
-            return
-        for cls in os.scandir(base):
-            if cls.is_dir() and not cls.name.startswith("."):
-                for entry in os.scandir(cls.path):
-                    rel = f"{cls.name}/{entry.name}"
-                    self.lower.setdefault(rel.lower(), rel)
-
-    def find(self, rel: str) -> str | None:
-        """The path on disk of ``rel`` (exact, else by case-insensitive match), or None."""
-        exact = self.base / rel
-        if exact.exists():
-            return str(exact)
-        hit = self.lower.get(rel.lower())
-        return str(self.base / hit) if hit is not None else None
-
-
 OFFICIAL_FOLDERS = ("UCF-101", "UCF101")
 """Folders the official video archive unpacks to, looked for under data.root."""
 
@@ -203,7 +181,7 @@ def index_ucf101(
     searched = [base]
     if backend == "video":
         base, searched = class_folder_base(base, lists.class_names)
-    tree = _CaseInsensitiveTree(base)
+    tree = CaseInsensitiveTree(base)
     records: list[VideoRecord] = []
     splits: tuple[tuple[SplitName, list[tuple[str, int]]], ...] = (
         ("train", lists.train),

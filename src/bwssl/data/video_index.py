@@ -198,6 +198,29 @@ def probe_records(
             logger.info("partial video %s: %d frames used (%s)", rec.path, rec.frames, rec.partial)
 
 
+class CaseInsensitiveTree:
+    """Two-level listing of a folder (CLASS/ENTRY), to find listed paths whatever their case."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.lower: dict[str, str] = {}
+        if not base.is_dir():
+            return
+        for cls in os.scandir(base):
+            if cls.is_dir() and not cls.name.startswith("."):
+                for entry in os.scandir(cls.path):
+                    rel = f"{cls.name}/{entry.name}"
+                    self.lower.setdefault(rel.lower(), rel)
+
+    def find(self, rel: str) -> str | None:
+        """The path on disk of ``rel`` (exact, else by case-insensitive match), or None."""
+        exact = self.base / rel
+        if exact.exists():
+            return str(exact)
+        hit = self.lower.get(rel.lower())
+        return str(self.base / hit) if hit is not None else None
+
+
 @dataclass
 class VideoIndex:
     """Every listed video of one dataset's train and test lists, probed."""
@@ -215,6 +238,9 @@ class VideoIndex:
     """Clip span in frames: shorter videos are excluded."""
     class_names: list[str]
     records: list[VideoRecord] = field(default_factory=list)
+    missing_fatal: bool = True
+    """Whether missing files stop the build (unless ``data.allow_missing``); False for
+    datasets where missing files are the rule (Kinetics: videos taken down)."""
 
     def select(self, split: SplitName, status: Status | None = "ok") -> list[VideoRecord]:
         return [
@@ -302,7 +328,7 @@ class VideoIndex:
                 f"summary {self.dataset} --json` lists them too; or set data.allow_missing=true "
                 f"to go on without them"
             )
-            if not allow_missing:
+            if not allow_missing and self.missing_fatal:
                 raise DataError(text)
             logger.warning("%s", text)
         present = [r for r in self.records if r.status != "missing"]

@@ -9,6 +9,7 @@ video files (PyAV) or frame folders.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -18,11 +19,45 @@ import numpy as np
 from bwssl.config import DataConfig
 from bwssl.data.clips import ClipDataset
 from bwssl.data.transforms import ClipFormat
-from bwssl.data.video_index import SplitName, VideoIndex, cache_root
+from bwssl.data.video_index import SplitName, VideoIndex, cache_root, probe_path, probe_records
 from bwssl.data.video_io import read_frame_folder, read_video
 from bwssl.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+
+def finish_index(
+    cfg: DataConfig,
+    index: VideoIndex,
+    *,
+    hint: str,
+    min_found: float = 0.5,
+    progress: bool = True,
+    workers: int | None = None,
+) -> VideoIndex:
+    """Probe ``index``'s present records (cached) and return it.
+
+    Raises :class:`DataError` before probing when fewer than ``min_found`` of
+    the listed files (and always when none) are found: the root is likely
+    wrong; ``hint`` says what it must hold.
+    """
+    listed = len(index.records)
+    found = sum(r.status != "missing" for r in index.records)
+    if listed and (found == 0 or found < min_found * listed):
+        raise DataError(
+            f"{listed - found} of the {listed} videos listed in {index.lists} are not in "
+            f"{index.base}: {hint}"
+        )
+    probe_records(
+        index.records,
+        index_cache_file(cfg, index.dataset, index.backend, index.base),
+        index.span,
+        probe=functools.partial(probe_path, backend=index.backend),
+        desc=f"indexing {index.dataset} ({index.backend})",
+        progress=progress,
+        workers=workers,
+    )
+    return index
 
 
 def index_cache_file(cfg: DataConfig, dataset: str, backend: str, base: Path) -> Path:
