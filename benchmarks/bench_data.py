@@ -16,13 +16,13 @@ start-up) is not timed.
 cache (probing every file, one thread), N times, and prints the median per
 video; ``--lying K`` first patches the AVI header of K videos to claim three
 times their frames, so their probe takes the decoding path. With
-``--baseline-probe OLD/src/bwssl/data/video_io.py`` it also times that
-checkout's ``probe_video`` against this one's on every file, interleaved in
-this one process (so load on the machine hits both alike), and prints the
-ratio::
+``--baseline-video-io OLD/src/bwssl/data/video_io.py`` it also times that
+checkout's ``probe_video`` and ``read_video`` (one clip) against this one's on
+every file, interleaved in this one process (so load on the machine hits both
+alike), and prints the ratios::
 
     python benchmarks/bench_data.py --index-repeats 9 --videos 32 --lying 4 \\
-        --baseline-probe /path/to/main/src/bwssl/data/video_io.py
+        --baseline-video-io /path/to/main/src/bwssl/data/video_io.py
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -46,7 +48,7 @@ import numpy as np
 from bwssl.config import DataConfig
 from bwssl.data import build_dataset, index_ucf101, make_loader
 from bwssl.data.commands import extract_frame_tree
-from bwssl.data.video_io import VideoReadError, probe_video
+from bwssl.data.video_io import VideoReadError, probe_video, read_video
 from bwssl.train.sampling import EpochBatchSampler
 
 
@@ -102,21 +104,28 @@ def index_ms_per_video(cfg: DataConfig, repeats: int, videos: int) -> float:
     return 1000 * statistics.median(times) / videos
 
 
-def compare_probes(baseline: Path, paths: list[Path], repeats: int) -> tuple[float, float]:
-    """Median seconds per file of ``baseline``'s ``probe_video`` and of this checkout's, each
-    file probed by both in turn, ``repeats`` times (files a probe rejects count too)."""
-    spec = importlib.util.spec_from_file_location("baseline_video_io", baseline)
+def load_baseline(path: Path) -> Any:
+    """Another checkout's ``video_io.py``, loaded as a module of its own."""
+    spec = importlib.util.spec_from_file_location("baseline_video_io", path)
     assert spec is not None and spec.loader is not None
-    old = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = old  # dataclasses look their module up while it runs
-    spec.loader.exec_module(old)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(
+    old: Callable[[Path], object], new: Callable[[Path], object], paths: list[Path], repeats: int
+) -> tuple[float, float]:
+    """Median seconds per call of ``old(path)`` and ``new(path)``, each file done by both in
+    turn, ``repeats`` times (a call that raises VideoReadError counts too)."""
     times: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(repeats):
         for path in paths:
-            for name, probe in (("old", old.probe_video), ("new", probe_video)):
+            for name, fn in (("old", old), ("new", new)):
                 t = time.perf_counter()
                 with contextlib.suppress(VideoReadError):
-                    probe(path)
+                    fn(path)
                 times[name].append(time.perf_counter() - t)
     return statistics.median(times["old"]), statistics.median(times["new"])
 
@@ -152,7 +161,9 @@ def main() -> None:
     p.add_argument("--dir", help="keep the generated data here (default: a temporary folder)")
     p.add_argument("--index-repeats", type=int, default=0, help="time the index build instead")
     p.add_argument("--lying", type=int, default=0, help="videos whose header claims 3x frames")
-    p.add_argument("--baseline-probe", help="a video_io.py whose probe_video to compare with")
+    p.add_argument(
+        "--baseline-video-io", help="a video_io.py whose probe_video and read_video to compare"
+    )
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,19 +179,27 @@ def main() -> None:
             cfg = DataConfig(name="ucf101", root=str(root), cache_dir=str(work / "cache-index"))
             ms = index_ms_per_video(cfg, args.index_repeats, args.videos)
             print(f"index build: {ms:.2f} ms per video (median of {args.index_repeats})")
-            if args.baseline_probe:
+            if args.baseline_video_io:
+                base = load_baseline(Path(args.baseline_video_io))
                 paths = sorted(root.glob("*/*.avi"))
-                for label, group in (
-                    ("honest headers", paths[args.lying :]),
-                    ("lying headers", paths[: args.lying]),
+                clip = np.arange(0, args.num_frames * args.frame_stride, args.frame_stride)
+                for what, label, group, old, new in (
+                    ("probe", "honest headers", paths[args.lying :], base.probe_video, probe_video),
+                    ("probe", "lying headers", paths[: args.lying], base.probe_video, probe_video),
+                    (
+                        "read a clip",
+                        "first 64 frames",
+                        paths,
+                        lambda p: base.read_video(p, clip),
+                        lambda p: read_video(p, clip),
+                    ),
                 ):
                     if group:
-                        old, new = compare_probes(
-                            Path(args.baseline_probe), group, args.index_repeats
-                        )
+                        t_old, t_new = compare(old, new, group, args.index_repeats)
                         print(
-                            f"probe, {label} ({len(group)} files): baseline {1000 * old:.2f} ms, "
-                            f"this {1000 * new:.2f} ms, ratio {new / old:.3f}"
+                            f"{what}, {label} ({len(group)} files): baseline "
+                            f"{1000 * t_old:.2f} ms, this {1000 * t_new:.2f} ms, "
+                            f"ratio {t_new / t_old:.3f}"
                         )
             return
         t = time.perf_counter()
