@@ -18,6 +18,7 @@ from bwssl.report.figures import PIXEL_OBJECTIVE, draw_all
 from bwssl.report.layerwise import has_layerwise
 from bwssl.report.layerwise import section as layerwise_section
 from bwssl.report.panels import UNTRAINED, objectives_of
+from bwssl.report.skipped import section as skipped_section
 from bwssl.report.summary import objectives_table
 
 # What the paper reports on UCF101.
@@ -278,18 +279,7 @@ def render(
         parts.append(objectives_table(rows))
     if has_layerwise(rows):
         parts.append(layerwise_section(rows))
-    if skipped:
-        parts.append(
-            "<h2>Skipped metrics</h2><p>Too few clips for these metrics; they have no "
-            "rows (and no figure panels).</p><table><tr><th>run</th><th>metric</th>"
-            "<th>why</th></tr>"
-        )
-        for s in skipped:
-            parts.append(
-                f"<tr><td>{esc(s.run)}</td><td class='na'>{esc(s.metric)}</td>"
-                f"<td>{esc(s.reason)}</td></tr>"
-            )
-        parts.append("</table>")
+    parts.append(skipped_section(skipped or []))
     parts.append("<h2>Figures</h2>")
     for fig in (f for f in figures if f.suffix == ".png"):
         data = base64.b64encode(fig.read_bytes()).decode()
