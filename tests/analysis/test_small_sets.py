@@ -108,3 +108,14 @@ def test_requirements_say_what_is_missing():
     assert "2+ test clips" in retrieval_needs(np.array([3]))
     assert cv_needs(np.array([0, 0, 1, 1]), 5) == ""
     assert "1 of 2 classes" in cv_needs(np.array([0, 0, 1]), 2)
+
+
+def test_too_few_gratings_skip_the_grating_metrics(run_dir: Path, tmp_path):
+    options = options_from_overrides(
+        ["metrics=[probe_l1,occdrop_l1]", "grating_clips=2", "progress=false", "device=cpu"]
+    )
+    results = analyze([run_dir], tmp_path / "out", options)
+    assert read_results(results) == []
+    skipped = {s.metric: s.reason for s in read_skipped(tmp_path / "out" / SKIPPED_FILE)}
+    assert set(skipped) == {"probe_l1", "occdrop_l1"}
+    assert "2+ classes of 2+ clips among 2" in skipped["probe_l1"]
