@@ -17,7 +17,7 @@ import torch
 from bwssl.config import ConfigError
 from bwssl.data.transforms import normalize
 from bwssl.models import BACKBONES, build_model
-from bwssl.objectives import OBJECTIVES, StepKey
+from bwssl.objectives import OBJECTIVES, StepKey, with_labels
 from bwssl.regimes import REGIMES, is_layerwise, run_stages
 from bwssl.train.trainer import Trainer, train
 from bwssl.train.units import UnitForward
@@ -122,7 +122,8 @@ def test_no_gradient_crosses_a_unit_boundary(arch, objective, regime, make_cfg):
         ),
         channel_dim=1,
     )
-    step = model.objective.prepare(video, StepKey(0, 0, 0, 4), torch.arange(4))
+    labels = torch.tensor([0, 1, 0, 1])
+    step = with_labels(model.objective.prepare(video, StepKey(0, 0, 0, 4), torch.arange(4)), labels)
     for stage in _stages(cfg):
         model.objective.set_targets(stage.targets)
         xs = step.views
@@ -161,7 +162,7 @@ def test_every_objective_has_heads_only_where_its_regime_has_losses(objective, m
         prefix = model.head_key + "."
         keys = {k.split(".")[1] for k in model.state_dict() if k.startswith(prefix)}
         assert keys == {str(k) for k in model.head_blocks}
-        if regime in ("e2e", "untrained") or is_layerwise(regime):
+        if regime in ("e2e", "untrained", "last_only", "first_e2e") or is_layerwise(regime):
             assert model.head_blocks == (1,)
         else:
             assert model.head_blocks == (0, 1)

@@ -211,7 +211,8 @@ class ObjectiveConfig:
     name: str = "masked_pixels"
     """A name of :data:`bwssl.objectives.OBJECTIVES`: ``masked_pixels`` (VideoMAE
     reconstruction; ``mask`` and ``loss`` sections), ``barlow_twins``, ``vicreg``,
-    ``simclr`` (joint embedding of two views; ``views`` and the keys below)."""
+    ``simclr`` (joint embedding of two views; ``views`` and the keys below), ``supervised``
+    (cross-entropy with the clip's label through each block's head)."""
     projector: list[int] = field(default_factory=lambda: [8192, 8192, 8192])
     """Joint embedding: widths of the projector after each block's pooled features; every
     layer but the last is Linear (no bias), BatchNorm, ReLU; the last is a plain Linear."""
@@ -234,6 +235,25 @@ class ObjectiveConfig:
     regimes whose one loss is at the last block)."""
     decoding_layers: int = 4
     """Masked pixels with ``decoding: tokens``: encoder layers the decoding tokens pass."""
+    pooling: Literal["backbone", "gsp", "lsp", "cbe"] = "backbone"
+    """Joint embedding and supervised: how each head pools its block's output before the
+    projector. ``backbone``: the backbone's own pooled features (token mean of the ViT);
+    ``gsp``: global average of the feature map; ``lsp``: averages over a grid of spatial
+    bins, concatenated to ``pool_width`` values; ``cbe``: a ``cbe_kernel`` convolution to
+    ``pool_width`` channels (no bias), BatchNorm, ReLU, then ``cbe_pool`` pooling. The video
+    ViT's feature map is its token grid averaged over time."""
+    pool_width: int = 2048
+    """``lsp`` and ``cbe``: width of the pooled vector (``lsp``: a multiple of each head's
+    block channels, the bins laid out as a near-square grid)."""
+    cbe_kernel: int = 1
+    """``cbe``: side of the expanding convolution's kernel, odd (padding kernel // 2)."""
+    cbe_pool: Literal["avg", "l2", "sqrt"] = "avg"
+    """``cbe``: pooling after the expansion: ``avg`` (global average), ``l2`` (root of the
+    mean square over positions) or ``sqrt`` (mean of the square roots)."""
+    num_classes: int | None = None
+    """Supervised: number of classes of the labels; null: what the data config says
+    (``synthetic``: ``data.synthetic_classes``; ``ucf101``: 101). Checked against the
+    training set before the first step."""
     views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
@@ -252,6 +272,15 @@ class ObjectiveConfig:
             _fail("objective.temperature", f"must be > 0, got {self.temperature}")
         if self.decoding_layers < 1:
             _fail("objective.decoding_layers", f"must be >= 1, got {self.decoding_layers}")
+        if self.pool_width < 1:
+            _fail("objective.pool_width", f"must be >= 1, got {self.pool_width}")
+        if self.cbe_kernel < 1 or self.cbe_kernel % 2 == 0:
+            _fail(
+                "objective.cbe_kernel",
+                f"must be a positive odd kernel side (1, 3, ...), got {self.cbe_kernel}",
+            )
+        if self.num_classes is not None and self.num_classes < 2:
+            _fail("objective.num_classes", f"must be >= 2 or null, got {self.num_classes}")
 
 
 @dataclass
@@ -322,16 +351,33 @@ class TrainConfig:
     """Clips per optimizer step (split into ``accum_steps`` micro-batches)."""
     accum_steps: int = 1
     """Gradient accumulation: micro-batches per optimizer step."""
+    optimizer: str = "adamw"
+    """A name of :data:`bwssl.train.optim.OPTIMIZERS`: ``adamw`` (``betas``) or ``lars``
+    (SGD with momentum and a layer-wise trust ratio: ``momentum``, ``lars_eta``; 1-D
+    parameters get no weight decay and no trust ratio; ``betas`` is ignored)."""
     lr: float = 1e-4
-    """Peak learning rate (before batch-size scaling)."""
+    """Peak learning rate of the weights (before batch-size scaling)."""
+    lr_biases: float | None = None
+    """Peak learning rate of the parameters without weight decay (biases and norm weights;
+    with adamw also mask tokens), before batch-size scaling; they follow the weights'
+    schedule scaled by lr_biases / lr. null: the same as ``lr``."""
     lr_scale_batch: int | None = None
     """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling)."""
     min_lr: float = 1e-6
-    """Final learning rate of the cosine schedule."""
+    """Final learning rate of the cosine schedule (unless ``min_lr_ratio`` is set)."""
+    min_lr_ratio: float | None = None
+    """If set, the cosine schedule ends at this fraction of the peak learning rate instead
+    of the absolute ``min_lr`` (Barlow Twins: 0.001)."""
     warmup_epochs: float = 0.0
     """Linear warmup length, in epochs, at the start of every stage."""
     weight_decay: float = 0.05
+    """Decoupled (adamw) or L2 (lars) weight decay of the weights; never on biases and norms."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW's (beta1, beta2); ignored by lars."""
+    momentum: float = 0.9
+    """LARS: momentum of the update."""
+    lars_eta: float = 0.001
+    """LARS: trust coefficient eta (the update of a weight is about eta x its norm x lr)."""
     clip_grad: float | None = None
     """Max gradient norm, applied per block (never across blocks)."""
     checkpoint_every: int = 100
@@ -366,8 +412,21 @@ class TrainConfig:
                 "train.accum_steps",
                 f"must divide train.batch_size={self.batch_size}, got {self.accum_steps}",
             )
+        from bwssl.train.optim import OPTIMIZERS  # that module imports this one
+
+        _check_name("train.optimizer", self.optimizer, OPTIMIZERS)
         if self.lr <= 0:
             _fail("train.lr", f"must be > 0, got {self.lr}")
+        if self.lr_scale_batch is not None and self.lr_scale_batch < 1:
+            _fail("train.lr_scale_batch", f"must be >= 1 or null, got {self.lr_scale_batch}")
+        if self.lr_biases is not None and self.lr_biases < 0:
+            _fail("train.lr_biases", f"must be >= 0 or null, got {self.lr_biases}")
+        if self.min_lr_ratio is not None and not 0 <= self.min_lr_ratio <= 1:
+            _fail("train.min_lr_ratio", f"must lie in [0, 1] or be null, got {self.min_lr_ratio}")
+        if not 0 <= self.momentum < 1:
+            _fail("train.momentum", f"must lie in [0, 1), got {self.momentum}")
+        if self.lars_eta <= 0:
+            _fail("train.lars_eta", f"must be > 0, got {self.lars_eta}")
         if self.weight_decay < 0:
             _fail("train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.min_lr < 0:
@@ -483,8 +542,9 @@ class Config:
 
     regime: str = "simultaneous"
     """A name of :data:`bwssl.regimes.REGIMES`: ``e2e``, ``simultaneous`` or ``sequential``;
-    ``untrained`` saves the E2E model as initialized (no training), the reference for the
-    analyses."""
+    the baselines ``last_only`` (earlier blocks random and frozen) and ``first_e2e`` (block 1
+    trained end to end, the rest re-initialized and sequential); ``untrained`` saves the E2E
+    model as initialized (no training), the reference for the analyses."""
     seed: int = 0
     """Seeds weights, data order, augmentations and masks."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -505,7 +565,15 @@ class Config:
         self._check_size()
         if REGIMES[self.regime].schedule is not None:
             self._check_layer_schedule()
-        need = build_objective(self).min_batch
+        objective = build_objective(self)  # checks the objective's own keys
+        if self.objective.pooling != "backbone" and not objective.pooling_heads:
+            _fail(
+                "objective.pooling",
+                f"{self.objective.pooling} pools the input of a projector or classifier head, "
+                f"which {self.objective.name} has not; use backbone, or a joint-embedding or "
+                "supervised objective",
+            )
+        need = objective.min_batch
         if self.train.batch_size // self.train.accum_steps < need:
             _fail(
                 "train.batch_size",

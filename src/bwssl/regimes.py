@@ -52,6 +52,10 @@ class Stage:
     the run's end."""
     rewarm_steps: int = 0
     """Scale the learning rate linearly from 0 over this many steps at the stage's start."""
+    reset: tuple[int, ...] = ()
+    """Blocks re-initialized, with their heads, when the stage starts (a fresh draw seeded
+    by the run's seed and the stage's index, so a resumed run draws the same weights); none
+    of them frozen in this stage."""
 
     def __post_init__(self) -> None:
         where = f"stage {self.index}"
@@ -85,6 +89,14 @@ class Stage:
             raise ValueError(f"{where}: rewarm_steps must be >= 0, got {self.rewarm_steps}")
         if self.carry_optimizer and self.index == 0:
             raise ValueError(f"{where}: the first stage has no optimizer state to carry over")
+        if tuple(sorted(set(self.reset))) != self.reset:
+            raise ValueError(f"{where}: reset blocks {self.reset} must be sorted and distinct")
+        if self.reset and self.reset[0] < self.frozen:
+            raise ValueError(
+                f"{where}: reset blocks {self.reset} must not be frozen (prefix [0, {self.frozen}))"
+            )
+        if self.reset and self.carry_optimizer:
+            raise ValueError(f"{where}: re-initialized blocks cannot carry optimizer state over")
 
     @property
     def trained(self) -> tuple[int, ...]:
@@ -120,6 +132,24 @@ def simultaneous(k: int) -> list[Stage]:
 def sequential(k: int) -> list[Stage]:
     """K stages; stage i trains block i alone on top of frozen blocks < i."""
     return [Stage(i, i, ((i,),), (i,)) for i in range(k)]
+
+
+def last_only(k: int) -> list[Stage]:
+    """The random-features baseline: blocks < K-1 stay as initialized, frozen (eval mode, no
+    gradient); only the last block and its head train."""
+    return [Stage(0, k - 1, ((k - 1,),), (k - 1,))]
+
+
+def first_e2e(k: int) -> list[Stage]:
+    """Block 0 trained end to end, then the rest blockwise: stage 0 trains the whole encoder
+    with the loss at the last block; stage 1 keeps block 0, re-initializes blocks 1..K-1 with
+    their heads and trains block 1 on frozen block 0; stage i trains block i on frozen blocks
+    < i, as in sequential."""
+    first = Stage(0, 0, (tuple(range(k)),), (k - 1,))
+    rest = [
+        Stage(i, i, ((i,),), (i,), reset=tuple(range(1, k)) if i == 1 else ()) for i in range(1, k)
+    ]
+    return [first, *rest]
 
 
 def untrained(k: int) -> list[Stage]:
@@ -227,6 +257,8 @@ REGIMES: dict[str, RegimeSpec] = {
     "e2e": RegimeSpec(e2e),
     "simultaneous": RegimeSpec(simultaneous),
     "sequential": RegimeSpec(sequential),
+    "last_only": RegimeSpec(last_only),
+    "first_e2e": RegimeSpec(first_e2e),
     "untrained": RegimeSpec(untrained, heads_like="e2e"),
     "freeze": RegimeSpec(heads_like="e2e", schedule=freeze),
     "layerlock": RegimeSpec(heads_like="e2e", schedule=layerlock),
@@ -273,6 +305,11 @@ def _checked(regime: str, out: list[Stage], num_blocks: int) -> list[Stage]:
         if s.run_blocks > num_blocks:
             raise ValueError(
                 f"regime {regime!r}: stage {i} trains block {s.run_blocks - 1} of a "
+                f"{num_blocks}-block model"
+            )
+        if s.reset and s.reset[-1] >= num_blocks:
+            raise ValueError(
+                f"regime {regime!r}: stage {i} re-initializes block {s.reset[-1]} of a "
                 f"{num_blocks}-block model"
             )
     return out

@@ -17,7 +17,7 @@ from bwssl.config import load_config
 from bwssl.report.html import write_report
 from bwssl.train.trainer import train
 
-CLIP_METRICS = "[probe_acc,map,cka_next,cps,feature_std,local_loss,mse]"
+CLIP_METRICS = "[probe_acc,knn_acc,map,cka_next,cps,feature_std,local_loss,mse]"
 
 
 def _write(path: Path, level: int) -> None:
@@ -80,7 +80,7 @@ def _analyze(run_dir: Path, out: Path, videos: Path, lists: str, *extra: str) ->
 def test_a_one_clip_evaluation_set(run_dir: Path, own_videos: Path, tmp_path):
     results = _analyze(run_dir, tmp_path / "out", own_videos, "one-clip")
     metrics = {r.metric for r in read_results(results)}
-    assert {"probe_acc", "cps", "local_loss", "mse"} <= metrics
+    assert {"probe_acc", "knn_acc", "cps", "local_loss", "mse"} <= metrics
     assert not metrics & {"map", "cka_next", "feature_std"}
     skipped = {s.metric: s.reason for s in read_skipped(tmp_path / "out" / SKIPPED_FILE)}
     assert set(skipped) == {"map", "cka_next", "feature_std"}
@@ -95,12 +95,12 @@ def test_a_two_class_evaluation_set_with_one_training_class(run_dir, own_videos,
     metrics = {r.metric for r in read_results(results)}
     assert {"cka_next", "feature_std", "cps"} <= metrics
     skipped = {s.metric: s.reason for s in read_skipped(out / SKIPPED_FILE)}
-    assert set(skipped) == {"probe_acc", "map"}
+    assert set(skipped) == {"probe_acc", "knn_acc", "map"}
     assert "2+ classes among the training clips, they hold 1" in skipped["probe_acc"]
     assert "a class with 2+ test clips" in skipped["map"]
     # a rerun reuses the run's results, skipped metrics included
     _analyze(run_dir, out, own_videos, "two-class", "data.eval_fraction=1.0")
-    assert {s.metric for s in read_skipped(out / SKIPPED_FILE)} == {"probe_acc", "map"}
+    assert {s.metric for s in read_skipped(out / SKIPPED_FILE)} == {"probe_acc", "knn_acc", "map"}
 
 
 def test_requirements_say_what_is_missing():

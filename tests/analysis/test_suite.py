@@ -37,7 +37,16 @@ TINY_OPTIONS = [
     "progress=false",
     "device=cpu",
 ]
-PER_BLOCK = ("probe_acc", "map", "probe_l1", "probe_l2", "occdrop_l1", "occdrop_l2", "cps")
+PER_BLOCK = (
+    "probe_acc",
+    "knn_acc",
+    "map",
+    "probe_l1",
+    "probe_l2",
+    "occdrop_l1",
+    "occdrop_l2",
+    "cps",
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +86,10 @@ def test_results_have_every_metric_for_every_block(analysed):
         assert sorted({r.block for r in mine if r.metric == "cka_next"}) == [1]
         mse_blocks = sorted(r.block for r in mine if r.metric == "mse")
         assert mse_blocks == ([2] if regime == "e2e" else [1, 2])
-        probe = [r for r in mine if r.metric == "probe_acc"]
-        assert {r.target for r in probe} == {"action"}
-        assert sorted({r.repeat for r in probe}) == [0, 1, 2]
+        for metric in ("probe_acc", "knn_acc"):
+            probe = [r for r in mine if r.metric == metric]
+            assert {r.target for r in probe} == {"action"}
+            assert sorted({r.repeat for r in probe}) == [0, 1, 2]
         l1 = {r.target for r in mine if r.metric == "probe_l1"}
         assert {"sf", "tf", "orientation", "contrast", "colour"} <= l1
         assert {"sf_match", "orientation_delta"} <= {
@@ -92,7 +102,7 @@ def test_results_have_every_metric_for_every_block(analysed):
 def test_values_are_in_range(analysed):
     for r in read_results(analysed / "results.csv"):
         assert math.isfinite(r.value), r
-        if r.metric in ("probe_acc", "probe_l1", "probe_l2", "map"):
+        if r.metric in ("probe_acc", "knn_acc", "probe_l1", "probe_l2", "map"):
             assert 0.0 <= r.value <= 1.0, r
         elif r.metric == "cka_next":
             assert -1e-9 <= r.value <= 1.0 + 1e-9, r

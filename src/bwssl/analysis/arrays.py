@@ -23,6 +23,11 @@ def as_float_tensor(
     return t.to(device=device if device is not None else t.device, dtype=dtype)
 
 
+def as_numpy(x: Array | list[object]) -> np.ndarray:
+    """``x`` as a numpy array (a tensor is detached and moved to the CPU)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def label_codes(labels: Array | list[object]) -> np.ndarray:
     """Labels of any hashable kind (ints, strings) as int64 codes 0..C-1, order-preserving."""
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

@@ -28,7 +28,7 @@ import torch
 from bwssl.analysis import features as feat
 from bwssl.analysis.context import seeded_subset
 from bwssl.analysis.requirements import clips_needed
-from bwssl.objectives.base import StepKey
+from bwssl.objectives.base import StepKey, with_labels
 
 if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
@@ -75,6 +75,8 @@ def run(ctx: RunContext) -> None:
                 continue
             rows = torch.tensor([row_of[int(i)] for i in idx])
             step = objective.prepare(video.to(ctx.device), key, rows, train=False)
+            labels = torch.as_tensor(test.labels[np.asarray(idx)], device=ctx.device)
+            step = with_labels(step, labels)
             for p, targets in enumerate(passes):
                 objective.set_targets(targets)
                 losses = model.local_losses(step)

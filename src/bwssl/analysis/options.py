@@ -3,6 +3,7 @@ KEY=VALUE``), the clips it analyses (:class:`DataOverrides`) and the metric name
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 METRICS: tuple[str, ...] = (
     "probe_acc",
+    "knn_acc",
     "map",
     "mse",
     "local_loss",
@@ -101,6 +103,11 @@ class AnalysisOptions:
     the paper's protocol, where lbfgs makes the repeats identical)."""
     probe_max_iter: int = 1000
     """Iteration cap of every probe (sklearn's ``max_iter``)."""
+    knn_k: int = 200
+    """``knn_acc``: neighbours per test clip (clipped to the training clips); drop
+    ``knn_acc`` from ``metrics`` to skip the kNN monitor."""
+    knn_temperature: float = 0.07
+    """``knn_acc``: T of the neighbours' votes exp(cosine similarity / T)."""
     grating_clips: int = 240
     """Gratings per level (a seeded subsample of the protocol grid, balanced per factor)."""
     grating_folds: int = 5
@@ -158,10 +165,16 @@ class AnalysisOptions:
             "mse_clips",
             "batch_size",
             "hf_num_blocks",
+            "knn_k",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}': must be >= 1, got {getattr(self, name)}")
+        if not self.knn_temperature > 0 or not math.isfinite(self.knn_temperature):
+            raise ConfigError(
+                f"config key 'knn_temperature': must be a finite number > 0, got "
+                f"{self.knn_temperature}"
+            )
         if self.grating_folds < 2:
             raise ConfigError(f"config key 'grating_folds': must be >= 2, got {self.grating_folds}")
         if self.occlusion_locations is not None and self.occlusion_locations < 1:

@@ -11,7 +11,8 @@ rows. The suite writes the skipped metrics to ``skipped.csv`` beside
 =================  ==========================================================
 metric             needs
 =================  ==========================================================
-``probe_acc``      2+ classes among the readable training clips, 1+ test clip
+``probe_acc``,     2+ classes among the readable training clips, 1+ test clip
+``knn_acc``
 ``map``            2+ test clips, and a class with 2+ of them (a query needs a
                    relevant item in its gallery)
 ``cka_next``       2+ test clips (CKA centres over clips)
@@ -51,12 +52,13 @@ class SkippedMetric:
 
 
 def probe_needs(train_labels: np.ndarray, test_labels: np.ndarray) -> str:
-    """Why a linear probe cannot be fitted and scored on these labels ("" when it can)."""
+    """Why a classifier read-out (linear probe, kNN) cannot be fitted and scored on these
+    labels ("" when it can)."""
     classes = len(np.unique(train_labels))
     if classes < 2:
-        return f"the probe needs 2+ classes among the training clips, they hold {classes}"
+        return f"a classifier needs 2+ classes among the training clips, they hold {classes}"
     if len(test_labels) < 1:
-        return "the probe needs 1+ test clip, there is none"
+        return "a classifier needs 1+ test clip, there is none"
     return ""
 
 

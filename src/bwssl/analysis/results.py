@@ -7,7 +7,7 @@ Columns (:data:`COLUMNS`):
 - ``regime``, ``model``, ``num_blocks``, ``seed``: what the run is.
 - ``block``: 1-based block index. For ``cka_next``, block k is the
   transition k -> k+1.
-- ``metric``: ``probe_acc``, ``map``, ``mse``, ``probe_l1``, ``probe_l2``,
+- ``metric``: ``probe_acc``, ``knn_acc``, ``map``, ``mse``, ``probe_l1``, ``probe_l2``,
   ``cka_next``, ``occdrop_l1``, ``occdrop_l2``, ``cps``, ``feature_std``, ...
 - ``target``: the label a probe decodes (``action``, ``sf``, ``sf_match``,
   ...); empty when the metric has none.

@@ -27,8 +27,9 @@ with ``METRICS_HANDLED`` and ``run(ctx)`` on the run's
 :class:`~bwssl.analysis.context.RunContext`, and is called when one of its
 metrics is wanted:
 
-- :mod:`bwssl.analysis.clip_metrics`: ``probe_acc``, ``map``, ``cka_next``, ``cps``,
-  ``feature_std`` (the collapse measure) (action clips);
+- :mod:`bwssl.analysis.clip_metrics`: ``probe_acc``, ``knn_acc`` (the kNN monitor of
+  :mod:`bwssl.analysis.knn`), ``map``, ``cka_next``, ``cps``, ``feature_std`` (the
+  collapse measure) (action clips);
 - :mod:`bwssl.analysis.local_losses`: ``local_loss``, ``mse``;
 - :mod:`bwssl.analysis.gratings`: ``probe_l1``, ``probe_l2``, ``occdrop_l1``,
   ``occdrop_l2``.

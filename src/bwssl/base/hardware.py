@@ -1,4 +1,4 @@
-"""Device, precision and optimizer resolution, in one place for training, analysis and bench."""
+"""Device and precision resolution, in one place for training, analysis and bench."""
 
 from __future__ import annotations
 
@@ -50,20 +50,3 @@ def enable_tf32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-
-def adamw(
-    groups: list[dict[str, Any]],
-    lr: float,
-    betas: tuple[float, float] = (0.9, 0.999),
-    **kwargs: Any,
-) -> torch.optim.AdamW:
-    """AdamW with torch's fused kernel where this torch has one for the parameters' device
-    (CPU since torch 2.4, CUDA), else torch's default implementation.
-
-    The same update rule; the fused kernel updates all parameters at once instead
-    of running several small operations per parameter."""
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)

@@ -205,12 +205,11 @@ def hf_setup(cfg: Config, device: torch.device, autocast: Callable[[], Any]) -> 
     the trainer's ``autocast``."""
     from transformers import VideoMAEForPreTraining
 
-    from bwssl.base.hardware import adamw
     from bwssl.data.masking import make_mask
     from bwssl.interop.hf import videomae_config
     from bwssl.objectives.base import StepKey
     from bwssl.objectives.masked_pixels import MASK_STREAM
-    from bwssl.train.trainer import param_groups
+    from bwssl.train.optim import adamw, param_groups
 
     tc = cfg.train
 

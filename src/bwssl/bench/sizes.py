@@ -16,6 +16,15 @@ class Size:
     note: str = ""
 
 
+_DEFAULT_SCHEDULE = (
+    "layerlock.start_step=null",
+    "layerlock.interval=null",
+    "layerlock.switch_warmup_steps=0",
+)
+"""The layer-wise schedule of the layerlock-vitb preset counts 30K steps; a benchmark schedule
+is shorter, so these sizes take the default shape (first event at half, the last at three
+quarters of the run) for whatever ``--schedule-steps`` is."""
+
 SIZES: dict[str, Size] = {
     "tiny-debug": Size("tiny-debug", (), 2, 8, "the test preset: width 32, depth 4, K=2"),
     "reduced": Size(
@@ -31,6 +40,21 @@ SIZES: dict[str, Size] = {
     ),
     "deit-small": Size("deit-small", (), 2, 32, "DeiT-Small, tubelet 8x16x16"),
     "deit-small-t2p8": Size("deit-small-t2p8", (), 1, 32, "DeiT-Small, tubelet 2x8x8"),
+    "vit-b": Size(
+        "layerlock-vitb",
+        _DEFAULT_SCHEDULE,
+        1,
+        16,
+        "LayerLock's ViT-B ablation model: width 768, 12 layers, 16x224x224 clips, 2x16x16 "
+        "tubelets, 95% random masking, 4-layer width-384 decoder",
+    ),
+    "vit-l": Size(
+        "layerlock-vitb",
+        (*_DEFAULT_SCHEDULE, "model.embed_dim=1024", "model.depth=24", "model.num_heads=16"),
+        1,
+        8,
+        "ViT-L encoder (width 1024, 24 layers, 16 heads) on the vit-b grid, masking and decoder",
+    ),
 }
 """Every size by name."""
 

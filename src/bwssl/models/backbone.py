@@ -1,7 +1,7 @@
 """What every backbone is: an encoder cut into K blocks, and nothing about heads or losses.
 
 The analysis needs only :meth:`Backbone.block_outputs`, :meth:`Backbone.pool`
-and :meth:`Backbone.tokens`; the trainer runs blocks one by one through
+and :meth:`Backbone.tokens` (pooling heads :meth:`Backbone.feature_map`); the trainer runs blocks one by one through
 :meth:`Backbone.forward_block` so that regimes can stop gradients, freeze a
 prefix or skip blocks between any two of them.
 """
@@ -77,6 +77,17 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def pool(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """Block k's output ``h`` pooled to one vector per example, (B, D_k)."""
+
+    def feature_map(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Block k's output ``h`` as a spatial map (B, C, H, W), C = D_k, what pooling heads
+        read. The default takes a 4-D output as it is (convolutional backbones); a backbone
+        with other outputs overrides it."""
+        if h.ndim != 4:
+            raise ValueError(
+                f"{type(self).__name__} block {k} gives a {h.ndim}-D output, not a (B, C, H, W) "
+                "map; the backbone must define feature_map for pooling heads"
+            )
+        return h
 
     @abc.abstractmethod
     def tokens(self, k: int, h: torch.Tensor) -> torch.Tensor:

@@ -121,6 +121,30 @@ class BlockwiseModel(nn.Module):
         """Block k's output as tokens (B, N, D_k)."""
         return self.backbone.tokens(k, h)
 
+    def head_features(self, k: int, h: torch.Tensor) -> torch.Tensor | None:
+        """Block k's output ``h`` as its head pools it, (B, D') before the projector or
+        classifier (a CbE head: its ``objective.pool_width`` expanded features); None when
+        block k has no head or its head does not pool (decoders)."""
+        if k not in self.head_blocks:
+            return None
+        return self.objective.head_features(k, h, self.head(k), self.backbone)
+
+    def redraw(self, blocks: Sequence[int], seed: int) -> None:
+        """Re-initialize ``blocks`` and their own heads in place: their weights and buffers
+        become those of a model built afresh from the same config with the global RNG seeded
+        to ``seed`` (the global RNG itself is left as it was), so the draw is the backbone's
+        and objective's own initialization and the same on every call."""
+        if self.objective.shared_head:
+            raise ValueError("blocks that share one head cannot be re-initialized alone")
+        wanted = [k for k in blocks if k in self.head_blocks]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = build_model(self.objective.cfg, wanted)
+        for k in blocks:
+            self.blocks[k].load_state_dict(fresh.blocks[k].state_dict())
+        for k in wanted:
+            self.head(k).load_state_dict(fresh.head(k).state_dict())
+
     def local_losses(self, step: StepData, *, detach: bool = True) -> dict[int, torch.Tensor]:
         """The local loss of every block with a head, by block, on a prepared micro-batch
         (``model.objective.prepare(video, key, rows, train=False)`` draws the evaluation

@@ -39,15 +39,21 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
 
 
 class Projector(nn.Module):
-    """Pooled features (B, D) -> embedding (B, widths[-1]).
+    """Pooled features (B, D) -> embedding (B, widths[-1]), optionally behind a pooling head.
 
     Every layer but the last is Linear without bias, batch norm (over the
     global batch), ReLU; the last is a Linear without bias, as in the Barlow
     Twins and VICReg projectors (``8192-8192-8192`` there).
+
+    With ``pool`` (a module of :mod:`bwssl.models.pooling` whose output has ``in_dim``
+    values) the head reads a feature map (B, C, H, W) and pools it first; its parameters
+    are the head's, under ``pool.``. Without, it reads (B, in_dim) and has exactly the
+    projector's parameters (``net.``).
     """
 
-    def __init__(self, in_dim: int, widths: list[int]) -> None:
+    def __init__(self, in_dim: int, widths: list[int], pool: nn.Module | None = None) -> None:
         super().__init__()
+        self.pool = pool
         layers: list[nn.Module] = []
         dims = [in_dim, *widths]
         for i, (a, b) in enumerate(itertools.pairwise(dims)):
@@ -56,5 +62,10 @@ class Projector(nn.Module):
                 layers += [GlobalBatchNorm1d(b), nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's pooled vector (B, in_dim), what enters the projector: ``x`` pooled, or
+        ``x`` itself without a pooling module (what probes of "the head's output" read)."""
+        return x if self.pool is None else self.pool(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.pooled(x))

@@ -269,6 +269,18 @@ class VideoViT(Backbone):
     def tokens(self, k: int, h: torch.Tensor) -> torch.Tensor:
         return h
 
+    def feature_map(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """The token grid averaged over time, as a map: (B, N, D) -> (B, D, H', W'); every
+        token must be there (no masking)."""
+        t, gh, gw = self.grid
+        if h.shape[1] != t * gh * gw:
+            raise ValueError(
+                f"a feature map needs all {t * gh * gw} tokens of the grid, got {h.shape[1]} "
+                "(pooling heads cannot read masked blocks)"
+            )
+        grid = h.reshape(h.shape[0], t, gh, gw, h.shape[2])  # (B, T', H', W', D), w fastest
+        return grid.mean(dim=1).permute(0, 3, 1, 2)  # (B, D, H', W')
+
     def feature_dim(self, k: int) -> int:
         return self.cfg.embed_dim
 

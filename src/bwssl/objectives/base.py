@@ -9,6 +9,7 @@ An objective never runs the backbone: the trainer (or
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,6 +53,19 @@ class StepData:
 
     views: list[torch.Tensor]
     block_inputs: list[BlockInput | None] = field(default_factory=list)
+    labels: torch.Tensor | None = None
+    """(B,) int64 class indices of the micro-batch's clips, for objectives that use labels
+    (supervised); set by the caller, who has them (:func:`with_labels`); None: unknown."""
+
+
+def with_labels(step: StepData, labels: torch.Tensor) -> StepData:
+    """``step`` (of any StepData subclass) carrying the clips' ``labels`` (B,)."""
+    if labels.shape != (step.views[0].shape[0],):
+        raise ValueError(
+            f"labels must be one per clip, shape ({step.views[0].shape[0]},), "
+            f"got {tuple(labels.shape)}"
+        )
+    return dataclasses.replace(step, labels=labels)
 
 
 class Objective(abc.ABC):
@@ -68,6 +82,9 @@ class Objective(abc.ABC):
     """The smallest batch the loss is defined on (batch statistics need 2)."""
     latent_targets: bool = False
     """Whether the objective can predict ``layer:J`` targets (layer-wise regimes)."""
+    pooling_heads: bool = False
+    """Whether the heads pool their block's output as ``objective.pooling`` says (and have
+    :meth:`head_features`)."""
 
     def __init__(self, cfg: Config) -> None:
         from bwssl.regimes import final_targets
@@ -102,12 +119,26 @@ class Objective(abc.ABC):
     def head_name(self, k: int) -> str:
         return "0" if self.shared_head else str(k)
 
+    def check_dataset(self, num_classes: int) -> None:
+        """Called with the training set's number of classes before the first step; raises
+        :class:`~bwssl.config.ConfigError` when the objective cannot train on it."""
+        return None  # an objective without labels trains on any dataset
+
+    def head_features(
+        self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone
+    ) -> torch.Tensor | None:
+        """The vector block k's head makes of its output ``h`` before its projector or
+        classifier, (B, D) (a CbE head's expanded, pooled features); None for heads that do
+        not pool (decoders)."""
+        return None
+
     @abc.abstractmethod
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
     ) -> StepData:
         """Step inputs for ``video`` (B, C, T, H, W), the ``rows`` of ``key``'s global batch.
-        ``train=False`` gives the evaluation form (analysis)."""
+        ``train=False`` gives the evaluation form (analysis). The caller adds the clips'
+        labels (:func:`with_labels`)."""
 
     @abc.abstractmethod
     def loss(

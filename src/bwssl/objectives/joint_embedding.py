@@ -12,6 +12,7 @@ from bwssl.config import Config
 from bwssl.data.views import apply_view, draw_view_params
 from bwssl.models.backbone import Backbone
 from bwssl.models.heads import Projector
+from bwssl.models.pooling import build_pooling, head_input
 from bwssl.objectives.base import Objective, StepData, StepKey
 from bwssl.objectives.losses import barlow_twins_loss, nt_xent_loss, vicreg_loss
 
@@ -19,12 +20,38 @@ VIEW_STREAMS = (4, 5)
 """Generator streams of the step key for the first and the second view."""
 
 
+def augmented_view(
+    cfg: Config, video: torch.Tensor, key: StepKey, rows: torch.Tensor, stream: int
+) -> torch.Tensor:
+    """One augmented view (``objective.views``) of ``video``, the ``rows`` of ``key``'s global
+    batch, drawn from the key's generator ``stream``."""
+    v = cfg.objective.views
+    params = draw_view_params(
+        key.batch_size,
+        key.generator(stream),
+        scale=(v.scale[0], v.scale[1]),
+        ratio=(v.ratio[0], v.ratio[1]),
+        flip_prob=v.flip_prob,
+        jitter=v.jitter,
+        jitter_prob=v.jitter_prob,
+    )
+    return apply_view(video, params.rows(rows))
+
+
+def pooled_head(cfg: Config, backbone: Backbone, k: int, widths: list[int]) -> Projector:
+    """Block k's head: the pooling of ``objective.pooling`` (none for ``backbone``) and an
+    MLP of ``widths`` (:class:`~bwssl.models.heads.Projector`) on its output."""
+    pool, width = build_pooling(cfg.objective, backbone.feature_dim(k))
+    return Projector(width, widths, pool)
+
+
 class JointEmbedding(Objective):
-    """Block k's tokens, pooled by the backbone, through block k's projector, for two views;
-    the loss compares the two embeddings (``objective.*`` keys)."""
+    """Block k's output, pooled (``objective.pooling``), through block k's projector, for two
+    views; the loss compares the two embeddings (``objective.*`` keys)."""
 
     head_key = "projectors"
     min_batch = 2
+    pooling_heads = True
 
     def __init__(
         self, cfg: Config, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -33,30 +60,25 @@ class JointEmbedding(Objective):
         self.loss_fn = loss_fn
 
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
-        return Projector(backbone.feature_dim(k), list(self.cfg.objective.projector))
+        return pooled_head(self.cfg, backbone, k, list(self.cfg.objective.projector))
+
+    def head_features(
+        self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone
+    ) -> torch.Tensor:
+        assert isinstance(head, Projector)
+        return head.pooled(head_input(self.cfg.objective.pooling, backbone, k, h))
 
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
     ) -> StepData:
-        v = self.cfg.objective.views
-        views = []
-        for stream in VIEW_STREAMS:
-            params = draw_view_params(
-                key.batch_size,
-                key.generator(stream),
-                scale=(v.scale[0], v.scale[1]),
-                ratio=(v.ratio[0], v.ratio[1]),
-                flip_prob=v.flip_prob,
-                jitter=v.jitter,
-                jitter_prob=v.jitter_prob,
-            )
-            views.append(apply_view(video, params.rows(rows)))
+        views = [augmented_view(self.cfg, video, key, rows, s) for s in VIEW_STREAMS]
         return StepData(views, [None, None])
 
     def loss(
         self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone
     ) -> torch.Tensor:
-        z1, z2 = (head(backbone.pool(k, h)) for h in outs)
+        pooling = self.cfg.objective.pooling
+        z1, z2 = (head(head_input(pooling, backbone, k, h)) for h in outs)
         return self.loss_fn(z1, z2)
 
 

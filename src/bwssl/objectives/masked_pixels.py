@@ -215,7 +215,7 @@ class MaskedPixels(Objective):
         if o.decoding == "tokens":
             at = self.cfg.model.depth - o.decoding_layers
             inp = BlockInput(keep=~mask, decode_idx=target, decode_at=at)
-        return MaskedStep([video], [inp], visible, target, pixels)
+        return MaskedStep([video], [inp], visible_idx=visible, target_idx=target, targets=pixels)
 
     def loss(
         self, k: int, outs: list[torch.Tensor], head: nn.Module, step: StepData, backbone: Backbone

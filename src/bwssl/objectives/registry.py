@@ -24,11 +24,18 @@ def _joint(name: str) -> Callable[[Config], Objective]:
     return build
 
 
+def _supervised(cfg: Config) -> Objective:
+    from bwssl.objectives.supervised import Supervised
+
+    return Supervised(cfg)
+
+
 OBJECTIVES: dict[str, Callable[[Config], Objective]] = {
     "masked_pixels": _masked_pixels,
     "barlow_twins": _joint("barlow_twins"),
     "vicreg": _joint("vicreg"),
     "simclr": _joint("simclr"),
+    "supervised": _supervised,
 }
 """Objective builders by name; each takes the whole config."""
 

@@ -3,9 +3,10 @@ LayerLock (``layerlock``), its target schedule without freezing (``latent``) and
 ``simultaneous`` training, block by block, and LayerLock's claims judged from our numbers.
 
 The section is drawn only when the results hold a layer-wise regime. Per
-(model, objective, K) of those runs it shows three per-block tables (action
-probe, retrieval mAP, the collapse measure ``feature_std`` of L2-normalized
-features, see :mod:`bwssl.analysis.collapse`), each cell the mean over seeds
+(model, objective, K) of those runs it shows per-block tables (action probe,
+action kNN accuracy, retrieval mAP, the collapse measure ``feature_std`` of
+L2-normalized features, see :mod:`bwssl.analysis.collapse`; a metric without
+rows has no table), each cell the mean over seeds
 (± their standard deviation with several seeds), and a table of claims. A
 claim is judged on the last block; a difference smaller than
 :data:`NOISE` is called a tie, not a win: a probe on a few hundred test
@@ -38,6 +39,7 @@ COLLAPSE_RATIO = 0.5
 
 TABLES: tuple[tuple[str, str, str], ...] = (
     ("probe_acc", "action", "action probe accuracy"),
+    ("knn_acc", "action", "action kNN accuracy (cosine, temperature-weighted votes)"),
     ("map", "", "retrieval mAP"),
     ("feature_std", "", "feature std across clips (L2-normalized; 0 = collapsed)"),
 )

@@ -48,6 +48,7 @@ TRANSITION_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X")
 
 METRIC_LABELS: dict[str, str] = {
     "probe_acc": "linear-probe accuracy",
+    "knn_acc": "kNN accuracy",
     "map": "retrieval mAP",
     "mse": "masked MSE",
     "local_loss": "local loss",

@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from bwssl.base.files import atomic_write_text
 from bwssl.base.hardware import (
-    adamw,
     autocast,
     enable_tf32,
     resolve_amp_dtype,
@@ -40,7 +39,7 @@ from bwssl.config import Config
 from bwssl.data import ClipBatch, build_dataset, check_unreadable, make_loader
 from bwssl.errors import RunStopped, TrainingDiverged, UserError
 from bwssl.models.blockwise import BlockwiseModel, build_model, recut_e2e_state
-from bwssl.objectives.base import StepKey
+from bwssl.objectives.base import StepKey, derive_seed, with_labels
 from bwssl.objectives.registry import build_objective
 from bwssl.regimes import Stage, is_layerwise, run_stages, stages
 from bwssl.train.checkpoint import (
@@ -50,8 +49,12 @@ from bwssl.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from bwssl.train.optim import build_optimizer, final_lr, peak_lr, set_lr
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
+
+REDRAW_KEY = 101
+"""Keeps the seeds of stage re-initializations (seed, this, stage) apart from other draws."""
 
 
 @dataclass
@@ -74,22 +77,6 @@ class Unit:
     params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
-
-
-def param_groups(
-    model: nn.Module, params: list[nn.Parameter], weight_decay: float
-) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on 1-D parameters (biases, norms, q/v bias) and mask tokens."""
-    wanted = {id(p) for p in params}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if id(p) not in wanted:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -200,7 +187,7 @@ class Trainer:
     def units(self, model: BlockwiseModel, stage: Stage, wrap: bool = True) -> list[Unit]:
         """The optimizer units of ``stage``: per unit its blocks' forward (wrapped in DDP and
         compiled as configured; ``wrap=False``: neither), parameters (less the read-outs the
-        stage's targets leave idle), AdamW and loss scaler."""
+        stage's targets leave idle), optimizer (``train.optimizer``) and loss scaler."""
         tc = self.cfg.train
         units = []
         idle = {
@@ -232,9 +219,7 @@ class Trainer:
                     # tokens), and inductor's dynamic-shape graphs, which recompiles of the
                     # shared forward code switch on, crashed in backward on an H100.
                     fwd = torch.compile(fwd, backend=tc.compile_backend, dynamic=False)
-            opt = adamw(
-                param_groups(model, params, tc.weight_decay), tc.lr, (tc.betas[0], tc.betas[1])
-            )
+            opt = build_optimizer(tc, model, params)
             scaler = (
                 torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
             )
@@ -304,6 +289,7 @@ class Trainer:
                 f"the training set has {len(data)} clips, fewer than "
                 f"train.batch_size={cfg.train.batch_size}; lower the batch size"
             )
+        build_objective(cfg).check_dataset(data.num_classes)
         self.plan(steps_per_epoch)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg).to(self.device)
@@ -346,14 +332,14 @@ class Trainer:
         loader = make_loader(
             data, sampler, cfg.train.num_workers, pin_memory=self.device.type == "cuda"
         )
-        peak = cfg.train.lr * (
-            cfg.train.batch_size / cfg.train.lr_scale_batch if cfg.train.lr_scale_batch else 1.0
-        )
+        peak = peak_lr(cfg.train)
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
         run_total = self.run_length(steps_per_epoch)
 
         prev: list[Unit] = []
         for stage in self.stages[pos.stage :]:
+            if stage.reset and self.stage_position(pos, steps_per_epoch) == (stage.lr_offset or 0):
+                self.redraw(model, stage)  # the stage starts now (a resumed one holds its draw)
             units = self.prepare_stage(train_model, stage)
             saved = ckpt["units"] if ckpt is not None else []
             saved_stage = (
@@ -397,6 +383,20 @@ class Trainer:
         self._say(f"done: {run.final}")
         return run.final
 
+    @staticmethod
+    def stage_position(pos: Position, steps_per_epoch: int) -> int:
+        """Where ``pos`` stands in its stage, counted like :meth:`stage_steps`."""
+        return pos.epoch * steps_per_epoch + pos.step
+
+    def redraw(self, model: BlockwiseModel, stage: Stage) -> None:
+        """Re-initialize ``stage.reset`` (blocks of the stored ``model``) and their heads, from
+        a seed of the run's seed and the stage's index, before the stage's first step."""
+        if self.layerwise:
+            raise ValueError(
+                f"stage {stage.index}: a layer-wise schedule cannot re-initialize blocks"
+            )
+        model.redraw(stage.reset, derive_seed(self.cfg.seed, REDRAW_KEY, stage.index))
+
     def stage_steps(self, stage: Stage, steps_per_epoch: int) -> int:
         """Where ``stage`` ends, counted like its steps: a stage on its own schedule ends
         after its own length, else ``train.epochs`` epochs, at most ``train.max_steps``; a
@@ -415,8 +415,9 @@ class Trainer:
     ) -> float:
         """The learning rate at ``step`` of ``stage`` (counted like :meth:`stage_steps`, which
         gives ``end``): warmup and cosine over the stage, or over the run (``run_total``
-        steps) for a stage on the run's schedule, times the stage's re-warmup ramp."""
-        floor = self.cfg.train.min_lr
+        steps) for a stage on the run's schedule, times the stage's re-warmup ramp. The
+        cosine ends at :func:`~bwssl.train.optim.final_lr`."""
+        floor = final_lr(self.cfg.train)
         if stage.lr_offset is None:
             return lr_at(step, end, warmup, peak, floor)
         lr = lr_at(step, run_total, warmup, peak, floor)
@@ -535,8 +536,7 @@ class Trainer:
         per block. Raises TrainingDiverged on a non-finite loss (in any process)."""
         cfg, dev = self.cfg, self.device
         for unit in units:
-            for group in unit.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(unit.optimizer, lr)
         if batch.video.shape[0] == 0:
             return {}
         # The objective draws masks and views for the whole global batch; this process's
@@ -544,10 +544,12 @@ class Trainer:
         key = StepKey(cfg.seed, pos.epoch, pos.step, cfg.train.batch_size)
         rows = torch.arange(self.rank, cfg.train.batch_size, self.world)[: batch.video.shape[0]]
         video = batch.video.to(dev, non_blocking=True)
+        labels = batch.label.to(dev, non_blocking=True)
         accum = cfg.train.accum_steps
         sums: dict[int, torch.Tensor] = {}
-        for i, (v, r) in enumerate(zip(video.chunk(accum), rows.chunk(accum), strict=True)):
-            prepared = model.objective.prepare(v, key, r, train=True)
+        chunks = zip(video.chunk(accum), rows.chunk(accum), labels.chunk(accum), strict=True)
+        for i, (v, r, lab) in enumerate(chunks):
+            prepared = with_labels(model.objective.prepare(v, key, r, train=True), lab)
             xs = prepared.views
             with torch.no_grad(), self.autocast():
                 for k in range(stage.frozen):

@@ -1,0 +1,185 @@
+"""Pooling heads: shapes on the ResNet block maps, values against direct formulas, config
+checks, and the heads on the video ViT's token grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bwssl.config import ConfigError, ObjectiveConfig
+from bwssl.data.transforms import normalize
+from bwssl.models import build_model
+from bwssl.models.heads import Projector
+from bwssl.models.pooling import (
+    POOL_EPS,
+    ConvExpansion,
+    LocalSpatialPool,
+    build_pooling,
+    l2_pool,
+    lsp_grid,
+    sqrt_pool,
+)
+
+RESNET50 = [(256, 56), (512, 28), (1024, 14), (2048, 7)]
+"""(channels, side) of the four block outputs of a ResNet-50 at 224 pixels."""
+CIFAR18 = [(64, 32), (128, 16), (256, 8), (512, 4)]
+"""The same for a ResNet-18 with the CIFAR stem at 32 pixels."""
+POOLINGS = [("gsp", "avg"), ("lsp", "avg"), ("cbe", "avg"), ("cbe", "l2"), ("cbe", "sqrt")]
+
+
+def _maps(shapes, b=2, shrink=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(b, c, max(2, s // shrink), max(2, s // shrink), generator=g) for c, s in shapes
+    ]
+
+
+def _cfg(pooling, cbe_pool="avg", **kw) -> ObjectiveConfig:
+    return ObjectiveConfig(name="barlow_twins", pooling=pooling, cbe_pool=cbe_pool, **kw)
+
+
+@pytest.mark.parametrize("pooling,cbe_pool", POOLINGS)
+@pytest.mark.parametrize("shapes,shrink", [(RESNET50, 4), (CIFAR18, 1)], ids=["resnet50", "cifar"])
+def test_every_pooling_gives_its_width_on_every_block(pooling, cbe_pool, shapes, shrink):
+    """A head (pooling + projector) maps each block's (B, C, H, W) to (B, projector[-1]) and
+    exposes its pooled vector: C wide for gsp, objective.pool_width for lsp and cbe."""
+    cfg = _cfg(pooling, cbe_pool)
+    for (c, _), x in zip(shapes, _maps(shapes, shrink=shrink), strict=True):
+        pool, width = build_pooling(cfg, c)
+        head = Projector(width, [32, 16], pool)
+        assert head.pooled(x).shape == (2, c if pooling == "gsp" else 2048)
+        assert head(x).shape == (2, 16)
+
+
+def test_the_first_resnet50_block_at_full_size():
+    (x,) = _maps(RESNET50[:1], b=1)
+    with torch.no_grad():
+        for pooling, cbe_pool in POOLINGS:
+            pool, width = build_pooling(_cfg(pooling, cbe_pool), 256)
+            assert pool is not None
+            assert pool.eval()(x).shape == (1, width)
+    assert lsp_grid(256, 2048) == (2, 4)  # 8 bins, as near square as a rectangle gets
+
+
+def test_lsp_averages_each_bin_and_concatenates_channel_major():
+    x = torch.arange(2 * 3 * 4 * 8, dtype=torch.float32).reshape(2, 3, 4, 8)
+    grid = lsp_grid(3, 24)
+    assert grid == (2, 4)
+    out = LocalSpatialPool(grid)(x)
+    want = x.reshape(2, 3, 2, 2, 4, 2).mean(dim=(3, 5)).reshape(2, 24)  # 2x2 pixels per bin
+    torch.testing.assert_close(out, want)
+    assert [lsp_grid(c, 2048) for c, _ in RESNET50] == [(2, 4), (2, 2), (1, 2), (1, 1)]
+    with pytest.raises(ValueError, match="at least 2x4"):
+        LocalSpatialPool(grid)(torch.zeros(1, 3, 1, 8))
+
+
+@pytest.mark.parametrize("channels,width", [(192, 2048), (256, 128), (3, 10)])
+def test_lsp_refuses_a_width_that_is_not_a_multiple_of_the_channels(channels, width):
+    with pytest.raises(ConfigError, match=r"objective\.pool_width.*multiple of"):
+        lsp_grid(channels, width)
+
+
+def test_l2_and_square_root_pooling_match_their_formulas():
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x[0, 0] = 0.0  # a dead channel: finite values (and gradients) thanks to the eps
+    a = x.numpy()
+    l2 = np.sqrt((a**2).sum(axis=(2, 3)) / 20 + POOL_EPS)
+    sq = np.sqrt(np.maximum(a, 0) + POOL_EPS).sum(axis=(2, 3)) / 20
+    np.testing.assert_allclose(l2_pool(x).numpy(), l2, rtol=1e-12)
+    np.testing.assert_allclose(sqrt_pool(x).numpy(), sq, rtol=1e-12)
+    y = x.clone().requires_grad_(True)
+    (l2_pool(y).sum() + sqrt_pool(y).sum()).backward()
+    assert torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("cbe_pool", ["avg", "l2", "sqrt"])
+def test_cbe_is_conv_batchnorm_relu_then_its_pooling(cbe_pool):
+    torch.manual_seed(0)
+    cbe = ConvExpansion(8, 16, 3, cbe_pool)
+    assert cbe.conv.bias is None and cbe.conv.weight.shape == (16, 8, 3, 3)
+    x = torch.randn(4, 8, 5, 6)
+    y = torch.conv2d(x, cbe.conv.weight, padding=1)
+    assert y.shape == (4, 16, 5, 6)  # padding k // 2 keeps the map
+    mean, var = (
+        y.mean(dim=(0, 2, 3), keepdim=True),
+        y.var(dim=(0, 2, 3), keepdim=True, unbiased=False),
+    )
+    r = torch.relu((y - mean) / torch.sqrt(var + cbe.norm.eps))  # BN's affine starts at 1, 0
+    want = {
+        "avg": r.mean(dim=(2, 3)),
+        "l2": torch.sqrt(r.pow(2).mean(dim=(2, 3)) + POOL_EPS),
+        "sqrt": torch.sqrt(r + POOL_EPS).mean(dim=(2, 3)),
+    }[cbe_pool]
+    torch.testing.assert_close(cbe(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_cbe_takes_the_norm_it_is_given():
+    cbe = ConvExpansion(4, 8, 1, "avg", norm=lambda c: nn.GroupNorm(2, c))
+    assert isinstance(cbe.norm, nn.GroupNorm) and cbe(torch.randn(1, 4, 3, 3)).shape == (1, 8)
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["objective.pooling=cbe"], "objective.pooling"),  # masked pixels: decoders, no pooling
+        (["objective.name=barlow_twins", "objective.pooling=max"], "objective.pooling"),
+        (["objective.name=barlow_twins", "objective.cbe_kernel=2"], "objective.cbe_kernel"),
+        (["objective.name=barlow_twins", "objective.cbe_pool=max"], "objective.cbe_pool"),
+        (["objective.name=barlow_twins", "objective.pool_width=0"], "objective.pool_width"),
+    ],
+)
+def test_bad_pooling_keys_are_refused_by_name(overrides, key, make_cfg):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        make_cfg(*overrides)
+
+
+def test_an_lsp_width_the_vit_cannot_tile_is_refused_when_the_model_is_built(make_cfg):
+    cfg = make_cfg(
+        "objective.name=barlow_twins", "objective.pooling=lsp", "objective.pool_width=48"
+    )
+    with pytest.raises(ConfigError, match=r"objective\.pool_width.*multiple of 32"):
+        build_model(cfg)
+
+
+def _video(cfg, b=4):
+    d = cfg.data
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(b, d.channels, d.num_frames, d.crop_size, d.crop_size, generator=g)
+    return normalize(x, channel_dim=1)
+
+
+def test_on_the_vit_the_map_is_the_time_averaged_token_grid(make_cfg):
+    """The ViT's feature map averages the token grid over time, so gsp reads exactly the
+    backbone's token mean; a cbe head's pooled vector is what the model exposes per block,
+    and the head is part of what the block's unit trains (``projectors.{k}.pool``)."""
+    cfg = make_cfg("objective.name=barlow_twins", "objective.pooling=gsp")
+    model = build_model(cfg).eval()
+    outs = model.block_outputs(_video(cfg))
+    fmap = model.backbone.feature_map(0, outs[0])
+    t, s = cfg.token_grid[0], cfg.token_grid[1]
+    assert fmap.shape == (4, 32, s, s)
+    torch.testing.assert_close(
+        fmap[:, :, 1, 2], outs[0].reshape(4, t, s, s, 32)[:, :, 1, 2].mean(1)
+    )
+    torch.testing.assert_close(model.head_features(1, outs[1]), model.pool(1, outs[1]))
+    with pytest.raises(ValueError, match="all 32 tokens"):
+        model.backbone.feature_map(0, outs[0][:, :8])
+
+    cbe = build_model(
+        make_cfg("objective.name=vicreg", "objective.pooling=cbe", "objective.pool_width=48")
+    )
+    assert cbe.head_features(0, outs[0]).shape == (4, 48)
+    trained = {id(p) for p in cbe.block_params(0)}
+    assert all(id(p) in trained for p in cbe.head(0).pool.parameters())
+    assert "projectors.0.pool.conv.weight" in cbe.state_dict()
+    masked = build_model(make_cfg())
+    assert masked.head_features(0, outs[0]) is None  # decoders do not pool
+
+
+def test_backbone_pooling_keeps_the_projector_alone(make_cfg):
+    """The default heads have the projector's parameters only, under the same keys."""
+    model = build_model(make_cfg("objective.name=barlow_twins"))
+    keys = [k for k in model.state_dict() if k.startswith("projectors.0.")]
+    assert keys and all(k.startswith("projectors.0.net.") for k in keys)
