@@ -11,22 +11,44 @@ benchmark needs no download::
 Training views (random start, crop, flip) of the default clip format (16
 frames at stride 4, 128x128) are loaded in batches; the first batch (worker
 start-up) is not timed.
+
+``--index-repeats N`` instead times building the video index from a cold
+cache (probing every file, one thread), N times, and prints the median per
+video; ``--lying K`` first patches the AVI header of K videos to claim three
+times their frames, so their probe takes the decoding path. With
+``--baseline-video-io OLD/src/bwssl/data/video_io.py`` it also times that
+checkout's ``probe_video`` and ``read_video`` (one clip) against this one's on
+every file, interleaved in this one process (so load on the machine hits both
+alike), and prints the ratios::
+
+    python benchmarks/bench_data.py --index-repeats 9 --videos 32 --lying 4 \\
+        --baseline-video-io /path/to/main/src/bwssl/data/video_io.py
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import importlib.util
 import os
+import shutil
+import statistics
+import struct
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from bwssl.config import DataConfig
-from bwssl.data import build_dataset, make_loader
+from bwssl.data import build_dataset, index_ucf101, make_loader
 from bwssl.data.commands import extract_frame_tree
+from bwssl.data.video_io import VideoReadError, probe_video, read_video
 from bwssl.train.sampling import EpochBatchSampler
 
 
@@ -62,6 +84,52 @@ def write_tree(root: Path, classes: int, per_class: int, frames: int) -> None:
     (lists / "testlist01.txt").write_text(train[0].split()[0] + "\n")
 
 
+def patch_header_frames(path: Path, frames: int) -> None:
+    """Write ``frames`` into the frame counts of an AVI's headers (avih, strh): a lying header."""
+    data = bytearray(path.read_bytes())
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):
+        struct.pack_into("<I", data, data.find(tag) + 8 + offset, frames)
+    path.write_bytes(bytes(data))
+
+
+def index_ms_per_video(cfg: DataConfig, repeats: int, videos: int) -> float:
+    """Median wall time of a cold-cache index build, per video (milliseconds)."""
+    times = []
+    for r in range(repeats):
+        cold = dataclasses.replace(cfg, cache_dir=f"{cfg.cache_dir}-cold-{os.getpid()}-{r}")
+        t = time.perf_counter()
+        index_ucf101(cold, progress=False, workers=1)
+        times.append(time.perf_counter() - t)
+        shutil.rmtree(str(cold.cache_dir), ignore_errors=True)
+    return 1000 * statistics.median(times) / videos
+
+
+def load_baseline(path: Path) -> Any:
+    """Another checkout's ``video_io.py``, loaded as a module of its own."""
+    spec = importlib.util.spec_from_file_location("baseline_video_io", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(
+    old: Callable[[Path], object], new: Callable[[Path], object], paths: list[Path], repeats: int
+) -> tuple[float, float]:
+    """Median seconds per call of ``old(path)`` and ``new(path)``, each file done by both in
+    turn, ``repeats`` times (a call that raises VideoReadError counts too)."""
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for _ in range(repeats):
+        for path in paths:
+            for name, fn in (("old", old), ("new", new)):
+                t = time.perf_counter()
+                with contextlib.suppress(VideoReadError):
+                    fn(path)
+                times[name].append(time.perf_counter() - t)
+    return statistics.median(times["old"]), statistics.median(times["new"])
+
+
 def clips_per_second(cfg: DataConfig, workers: int, batch: int, clips: int) -> float:
     data = build_dataset(cfg, "train")
     sampler = EpochBatchSampler(len(data), batch, seed=0)
@@ -91,6 +159,11 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=16, help="generated videos (2 classes)")
     p.add_argument("--video-frames", type=int, default=120, help="frames per generated video")
     p.add_argument("--dir", help="keep the generated data here (default: a temporary folder)")
+    p.add_argument("--index-repeats", type=int, default=0, help="time the index build instead")
+    p.add_argument("--lying", type=int, default=0, help="videos whose header claims 3x frames")
+    p.add_argument(
+        "--baseline-video-io", help="a video_io.py whose probe_video and read_video to compare"
+    )
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,6 +173,35 @@ def main() -> None:
             t = time.perf_counter()
             write_tree(root, 2, args.videos // 2, args.video_frames)
             print(f"generated {args.videos} videos in {time.perf_counter() - t:.1f} s")
+        for path in sorted(root.glob("*/*.avi"))[: args.lying]:
+            patch_header_frames(path, 3 * args.video_frames)
+        if args.index_repeats:
+            cfg = DataConfig(name="ucf101", root=str(root), cache_dir=str(work / "cache-index"))
+            ms = index_ms_per_video(cfg, args.index_repeats, args.videos)
+            print(f"index build: {ms:.2f} ms per video (median of {args.index_repeats})")
+            if args.baseline_video_io:
+                base = load_baseline(Path(args.baseline_video_io))
+                paths = sorted(root.glob("*/*.avi"))
+                clip = np.arange(0, args.num_frames * args.frame_stride, args.frame_stride)
+                for what, label, group, old, new in (
+                    ("probe", "honest headers", paths[args.lying :], base.probe_video, probe_video),
+                    ("probe", "lying headers", paths[: args.lying], base.probe_video, probe_video),
+                    (
+                        "read a clip",
+                        "first 64 frames",
+                        paths,
+                        lambda p: base.read_video(p, clip),
+                        lambda p: read_video(p, clip),
+                    ),
+                ):
+                    if group:
+                        t_old, t_new = compare(old, new, group, args.index_repeats)
+                        print(
+                            f"{what}, {label} ({len(group)} files): baseline "
+                            f"{1000 * t_old:.2f} ms, this {1000 * t_new:.2f} ms, "
+                            f"ratio {t_new / t_old:.3f}"
+                        )
+            return
         t = time.perf_counter()
         extract_frame_tree(root, frames, workers=max(args.workers), progress=False)
         print(f"extracted frames in {time.perf_counter() - t:.1f} s")

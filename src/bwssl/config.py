@@ -445,19 +445,24 @@ class TrainConfig:
 class DataConfig:
     """Where clips come from and their format (shared by training and analysis)."""
 
-    name: Literal["auto", "synthetic", "ucf101"] = "auto"
-    """``synthetic``: the embedded procedural dataset; ``ucf101``: needs ``root`` or
-    ``frames_root``; ``auto``: ucf101 when a root is given, else synthetic."""
+    name: Literal["auto", "synthetic", "ucf101", "hmdb51", "kinetics", "ssv2", "folder"] = "auto"
+    """``synthetic``: the embedded procedural dataset; ``ucf101`` (``root`` or
+    ``frames_root``), ``hmdb51``, ``kinetics``, ``ssv2``, ``folder`` (a user's class folders):
+    videos under ``root`` in the dataset's official layout (docs/data.md); ``auto``: ucf101
+    when a root is given, else synthetic."""
     root: str | None = None
-    """UCF101: folder with one subfolder per class (and ucfTrainTestlist)."""
+    """The video folder of a video dataset (UCF101: one subfolder per class, and
+    ucfTrainTestlist)."""
     frames_root: str | None = None
     """UCF101: pre-extracted frame folders (``bwssl data extract-frames``); used instead of
     decoding videos."""
     split_dir: str | None = None
-    """UCF101: the ucfTrainTestlist folder (default: ROOT/ucfTrainTestlist, else
-    FRAMES_ROOT/ucfTrainTestlist)."""
+    """The split lists or annotations: UCF101's ucfTrainTestlist (default: under ROOT, else
+    FRAMES_ROOT), HMDB51's split files (ROOT/testTrainMulti_7030_splits), Kinetics' CSVs
+    (ROOT/annotations, else ROOT), SSv2's labels folder (ROOT/labels), a folder dataset's
+    train.txt and test.txt (ROOT/splits; none: split by name)."""
     split: int = 1
-    """UCF101 official split, 1, 2 or 3."""
+    """UCF101 and HMDB51 official split, 1, 2 or 3 (other datasets have one)."""
     num_frames: int = 16
     """T, frames per clip."""
     frame_stride: int = 4
@@ -473,13 +478,13 @@ class DataConfig:
     resize_to: int | None = None
     """Target short side (default: crop_size * 8 / 7, rounded); at least crop_size."""
     eval_fraction: float = 0.3
-    """UCF101: seeded subsample of the test split used for evaluation (the synthetic test
+    """Video datasets: seeded subsample of the test split used for evaluation (the synthetic test
     split is used whole: its size is ``synthetic_test``)."""
     max_unreadable_fraction: float = 0.05
     """Stop the run if more than this fraction of clips cannot be read."""
     allow_missing: bool = False
-    """UCF101: go on when files listed in the split files are missing (they are logged and
-    counted) instead of stopping before training."""
+    """Video datasets: go on when files listed in the split files are missing (they are logged
+    and counted) instead of stopping before training. Kinetics always goes on."""
     synthetic_train: int = 512
     """Synthetic dataset: training clips."""
     synthetic_test: int = 256
@@ -518,6 +523,12 @@ class DataConfig:
             _fail("data.synthetic_classes", f"must lie in 2..16, got {self.synthetic_classes}")
         if not 0.0 < self.eval_fraction <= 1.0:
             _fail("data.eval_fraction", f"must lie in (0, 1], got {self.eval_fraction}")
+        if self.frames_root is not None and self.name not in ("ucf101", "synthetic"):
+            _fail(
+                "data.frames_root",
+                f"frame folders are read for ucf101 only; data.name={self.name} decodes the "
+                "videos under data.root (unset data.frames_root)",
+            )
         if not 0.0 <= self.max_unreadable_fraction <= 1.0:
             _fail(
                 "data.max_unreadable_fraction",
@@ -591,6 +602,8 @@ class Config:
                 "data.root",
                 "data.name=ucf101 needs data.root (the UCF101 video folder) or data.frames_root",
             )
+        if self.data.name not in ("synthetic", "ucf101") and self.data.root is None:
+            _fail("data.root", f"data.name={self.data.name} needs data.root (its video folder)")
 
     def _check_size(self) -> None:
         """Refuse models whose weights alone would not fit any machine, before allocating."""

@@ -12,8 +12,9 @@ named ``v_HandStandPushups_*`` (the UCF101 quirk). Split 2 swaps the roles.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,20 +28,40 @@ BASE, STEP = 30, 6
 CLASSES = ["ApplyEyeMakeup", "Basketball", "HandstandPushups"]
 
 
-def frame_image(i: int) -> np.ndarray:
-    """uint8 (H, W, 3): frame ``i`` of every generated video."""
-    value = BASE + STEP * i + np.arange(W)[None, :]  # (1, W)
-    return np.broadcast_to(value, (H, W)).astype(np.uint8)[..., None].repeat(3, axis=2)
+def frame_image(i: int, height: int = H, width: int = W) -> np.ndarray:
+    """uint8 (height, width, 3): frame ``i`` of every generated video."""
+    value = BASE + STEP * i + np.arange(width)[None, :]  # (1, width)
+    return np.broadcast_to(value, (height, width)).astype(np.uint8)[..., None].repeat(3, axis=2)
 
 
 def write_avi(path: Path, num_frames: int) -> None:
+    write_video(path, num_frames)
+
+
+def write_video(
+    path: Path,
+    num_frames: int,
+    codec: str = "mpeg4",
+    *,
+    rate: Fraction | int = 25,
+    pix_fmt: str = "yuv420p",
+    width: int = W,
+    height: int = H,
+    pts: list[int] | None = None,
+) -> None:
+    """Encode ``num_frames`` frames of :func:`frame_image`'s pattern with PyAV; the container follows the file extension. ``pts``:
+    explicit presentation times in units of 1/``rate`` (a variable frame rate)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.bit_rate = 4_000_000
+        if pts is not None:
+            stream.codec_context.time_base = Fraction(1, int(rate))
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(frame_image(i), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(frame_image(i, height, width), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, int(rate))
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -147,3 +168,21 @@ def ucf_cfg(ucf_tree: Tree, cache_dir: str):
 def avi_writer():
     """``write(path, num_frames)``: write a small real AVI (the tree's frame pattern)."""
     return write_avi
+
+
+@dataclass(frozen=True)
+class VideoKit:
+    """:func:`write_video` and the frame pattern it encodes (frame i, column x: level
+    ``base + step * i + x``)."""
+
+    write: Callable[..., None]
+    base: int = BASE
+    step: int = STEP
+    height: int = H
+    width: int = W
+
+
+@pytest.fixture(scope="session")
+def videos() -> VideoKit:
+    """``videos.write(path, num_frames, codec, ...)`` (see :func:`write_video`)."""
+    return VideoKit(write_video)

@@ -12,6 +12,9 @@
   exp(s / ``knn_temperature``)) over repeat r's training subsample of the probe,
   top-1 on the test clips.
 - ``map``: retrieval mAP of the test clips' z_k.
+
+A metric whose clips are too few (:mod:`~bwssl.analysis.requirements`) is skipped
+with one line saying why.
 - ``cka_next`` (block k = transition k -> k+1): linear CKA of the test clips'
   z_k and z_{k+1} (target ""); with ``cka=rbf`` or ``both``, RBF CKA rows
   with target ``rbf``.
@@ -24,7 +27,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from bwssl.analysis.collapse import feature_std
 from bwssl.analysis.context import seeded_subset
 from bwssl.analysis.knn import knn_accuracy
 from bwssl.analysis.probes import linear_probe_accuracy
+from bwssl.analysis.requirements import clips_needed, probe_needs, retrieval_needs
 from bwssl.analysis.retrieval import retrieval_map
 from bwssl.analysis.similarity import cps, linear_cka, rbf_cka
 from bwssl.data import build_dataset
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
     from bwssl.config import DataConfig
 
-logger = logging.getLogger(__name__)
 
 METRICS_HANDLED: tuple[str, ...] = (
     "probe_acc",
@@ -71,6 +73,7 @@ def run(ctx: RunContext) -> None:
         test, _clips_id(ctx.data, "test", o.seed), "test clips", token_items=token_items
     )
     y_test = test.labels[ft.index]
+    n_test = len(ft.index)
     if want.intersection(("probe_acc", "knn_acc")):
         train = build_dataset(ctx.data, "train", seed=o.seed)
         fr = ctx.features(train, _clips_id(ctx.data, "train", o.seed), "train clips")
@@ -78,6 +81,11 @@ def run(ctx: RunContext) -> None:
         n = len(fr.index)
         for r in range(o.probe_repeats):
             rows = seeded_subset(n, round(o.probe_fraction * n), o.seed, 2, r)
+            missing = probe_needs(y_train[rows], y_test)
+            if missing:
+                for metric in sorted(want & {"probe_acc", "knn_acc"}):
+                    ctx.skip(metric, missing)
+                break
             for k in range(ctx.k):
                 if "probe_acc" in want:
                     acc = linear_probe_accuracy(
@@ -101,13 +109,10 @@ def run(ctx: RunContext) -> None:
                         device=ctx.device,
                     )
                     ctx.add("knn_acc", k + 1, acc, "action", r)
-    if "map" in want:
-        if np.bincount(y_test).max() < 2:
-            logger.warning("%s: no two test clips share a label; no map rows", ctx.src.name)
-        else:
-            for k in range(ctx.k):
-                ctx.add("map", k + 1, retrieval_map(ft.pooled[k], y_test, device=ctx.device))
-    if "cka_next" in want:
+    if "map" in want and ctx.requires("map", retrieval_needs(y_test)):
+        for k in range(ctx.k):
+            ctx.add("map", k + 1, retrieval_map(ft.pooled[k], y_test, device=ctx.device))
+    if "cka_next" in want and ctx.requires("cka_next", clips_needed("CKA", n_test)):
         for k in range(ctx.k - 1):
             if o.cka in ("linear", "both"):
                 ctx.add("cka_next", k + 1, linear_cka(ft.pooled[k], ft.pooled[k + 1]))
@@ -116,7 +121,9 @@ def run(ctx: RunContext) -> None:
     if "cps" in want:
         for k in range(ctx.k):
             ctx.add("cps", k + 1, cps(ft.tokens[k].astype(np.float32)))
-    if "feature_std" in want:
+    if "feature_std" in want and ctx.requires(
+        "feature_std", clips_needed("the spread across clips", n_test)
+    ):
         for k in range(ctx.k):
             ctx.add("feature_std", k + 1, feature_std(ft.pooled[k]))
             ctx.add("feature_std", k + 1, feature_std(ft.pooled[k], normalize=False), "raw")

@@ -11,12 +11,14 @@ families whose metrics are wanted.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from bwssl.analysis import features as feat
+from bwssl.analysis.requirements import SkippedMetric
 from bwssl.analysis.results import ResultRow
 from bwssl.analysis.sources import Source, model_name
 from bwssl.data import build_dataset
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
     from bwssl.analysis.options import AnalysisOptions
     from bwssl.models import BlockwiseModel
+
+logger = logging.getLogger(__name__)
 
 
 def seeded_subset(n: int, size: int, *seed: int) -> np.ndarray:
@@ -59,6 +63,8 @@ class RunContext:
         self.model: BlockwiseModel = src.load(device)
         self.k: int = self.model.num_blocks
         self.rows: list[ResultRow] = []
+        self.skipped: list[SkippedMetric] = []
+        """Wanted metrics that could not be computed (:meth:`skip`)."""
         self.want = set(options.metrics)
 
     @cached_property
@@ -84,6 +90,20 @@ class RunContext:
                 s.config.objective.name,
             )
         )
+
+    def requires(self, metric: str, missing: str) -> bool:
+        """Whether ``metric`` can be computed: True when ``missing`` (a reason from
+        :mod:`~bwssl.analysis.requirements`) is empty, else the metric is skipped."""
+        if missing:
+            self.skip(metric, missing)
+        return not missing
+
+    def skip(self, metric: str, reason: str) -> None:
+        """Record that ``metric`` is not computed for this run, logging one line (once)."""
+        entry = SkippedMetric(self.src.name, metric, reason)
+        if entry not in self.skipped:
+            logger.warning("%s: %s skipped: %s", self.src.name, metric, reason)
+            self.skipped.append(entry)
 
     def features(
         self, dataset: Any, dataset_id: dict[str, Any], desc: str, **kwargs: Any

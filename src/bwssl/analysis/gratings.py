@@ -31,6 +31,7 @@ from bwssl.analysis.occlusion import (
     patch_locations,
 )
 from bwssl.analysis.probes import cv_probe_accuracy
+from bwssl.analysis.requirements import cv_needs
 
 if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
@@ -86,16 +87,19 @@ def run_level(ctx: RunContext, level: int) -> None:
     for name, y_all in ds.targets.items():
         y = y_all[full.index]
         rows = _cv_rows(y)
-        if len(np.unique(y[rows])) < 2:
+        missing = cv_needs(y, o.grating_folds)
+        if missing:
             logger.warning(
-                "level %d target %s: fewer than 2 classes with 2+ clips among "
-                "%d gratings; skipped (raise grating_clips)",
-                level,
-                name,
-                len(y),
+                "level %d target %s: %s; skipped (raise grating_clips)", level, name, missing
             )
             continue
         targets[name] = (rows, np.unique(y[rows], return_inverse=True)[1].reshape(-1))
+    if not targets:
+        for metric in sorted(ctx.want & {f"probe_l{level}", f"occdrop_l{level}"}):
+            ctx.skip(
+                metric, f"no grating target has 2+ classes of 2+ clips among {len(full.index)}"
+            )
+        return
 
     def accuracy(f: feat.Features, k: int, name: str) -> float:
         rows, y = targets[name]

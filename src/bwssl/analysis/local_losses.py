@@ -27,7 +27,7 @@ import torch
 
 from bwssl.analysis import features as feat
 from bwssl.analysis.context import seeded_subset
-from bwssl.errors import UserError
+from bwssl.analysis.requirements import clips_needed
 from bwssl.objectives.base import StepKey, with_labels
 
 if TYPE_CHECKING:
@@ -54,6 +54,12 @@ def run(ctx: RunContext) -> None:
             ctx.src.config.objective.name,
         )
     items = seeded_subset(len(test), o.mse_clips, o.seed, 3)
+    wanted = sorted(ctx.want & ({"local_loss", "mse"} if pixels else {"local_loss"}))
+    few = clips_needed("the local loss", len(items), objective.min_batch)
+    if few:
+        for metric in wanted:
+            ctx.skip(metric, few)
+        return
     key = StepKey(o.seed, 0, 0, len(items))
     row_of = {int(i): j for j, i in enumerate(items)}
     final = objective.targets
@@ -78,10 +84,13 @@ def run(ctx: RunContext) -> None:
             objective.set_targets(final)
             count += len(idx)
     if count == 0:
-        raise UserError(
-            f"{ctx.src.name}: no batch of at least {objective.min_batch} readable "
-            "test clips for the local losses; raise mse_clips or batch_size"
-        )
+        for metric in wanted:
+            ctx.skip(
+                metric,
+                f"no batch of at least {objective.min_batch} readable test clips "
+                "(raise mse_clips or batch_size)",
+            )
+        return
     for j, k in enumerate(model.head_blocks):
         if "local_loss" in ctx.want:
             ctx.add("local_loss", k + 1, sums[0, j] / count)

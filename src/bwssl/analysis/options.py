@@ -42,16 +42,18 @@ class DataOverrides:
     without ``name`` selects UCF101.
     """
 
-    name: Literal["auto", "synthetic", "ucf101"] | None = None
-    """Dataset: ``synthetic`` (embedded) or ``ucf101``."""
+    name: Literal["auto", "synthetic", "ucf101", "hmdb51", "kinetics", "ssv2", "folder"] | None = (
+        None
+    )
+    """Dataset: ``synthetic`` (embedded) or a video dataset (see ``DataConfig.name``)."""
     root: str | None = None
-    """UCF101 video folder."""
+    """The video dataset's folder."""
     frames_root: str | None = None
     """UCF101 pre-extracted frame folders."""
     split_dir: str | None = None
-    """UCF101 ucfTrainTestlist folder."""
+    """The split lists or annotations (see ``DataConfig.split_dir``)."""
     split: int | None = None
-    """UCF101 official split (1, 2, 3)."""
+    """UCF101 or HMDB51 official split (1, 2, 3)."""
     frame_stride: int | None = None
     """Frames between sampled clip frames."""
     resize: Literal["short_side", "none"] | None = None
@@ -59,9 +61,9 @@ class DataOverrides:
     resize_to: int | None = None
     """Short side before the crop."""
     eval_fraction: float | None = None
-    """UCF101: fraction of the test split analysed (seeded by ``seed``)."""
+    """Video datasets: fraction of the test split analysed (seeded by ``seed``)."""
     allow_missing: bool | None = None
-    """UCF101: go on when listed files are missing."""
+    """Video datasets: go on when listed files are missing."""
     max_unreadable_fraction: float | None = None
     """Stop when more than this fraction of clips cannot be read."""
     synthetic_train: int | None = None

@@ -7,6 +7,9 @@ Face VideoMAE checkpoint folders (:mod:`bwssl.analysis.sources`) and writes, und
 - ``results.csv``: the tidy table (:mod:`bwssl.analysis.results`), one row
   per (run, block, metric, target, repeat). Blocks are 1-based.
 - ``aggregate.csv``: mean, std and n across runs (seeds).
+- ``skipped.csv``: (run, metric, reason) of every wanted metric that the
+  clips are too few for (:mod:`bwssl.analysis.requirements`); the others
+  are still computed.
 - ``runs/<run>.csv`` (+ ``.json``): each run's rows and the key they were
   computed under (the encoder's content hash and the options). A rerun
   skips runs whose key is unchanged.
@@ -55,6 +58,7 @@ from bwssl.analysis import clip_metrics, gratings, local_losses
 from bwssl.analysis import features as feat
 from bwssl.analysis.context import MetricFamily, RunContext
 from bwssl.analysis.options import RESULTS_VERSION, AnalysisOptions
+from bwssl.analysis.requirements import SKIPPED_FILE, SkippedMetric, read_skipped, write_skipped
 from bwssl.analysis.results import (
     ResultRow,
     aggregate,
@@ -88,22 +92,34 @@ def _run_key(src: Source, options: AnalysisOptions, device: torch.device) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _cached_run(out_dir: Path, name: str, key: str) -> list[ResultRow] | None:
+def _cached_run(
+    out_dir: Path, name: str, key: str
+) -> tuple[list[ResultRow], list[SkippedMetric]] | None:
     meta, table = out_dir / "runs" / f"{name}.json", out_dir / "runs" / f"{name}.csv"
     if not (meta.is_file() and table.is_file()):
         return None
     try:
-        if json.loads(meta.read_text()).get("key") != key:
+        about = json.loads(meta.read_text())
+        if about.get("key") != key:
             return None
-        return read_results(table)
-    except (ValueError, OSError):
+        skipped = [SkippedMetric(name, m, why) for m, why in about.get("skipped", [])]
+        return read_results(table), skipped
+    except (ValueError, OSError, TypeError):
         return None
 
 
-def _save_run(out_dir: Path, src: Source, key: str, rows: list[ResultRow]) -> None:
+def _save_run(
+    out_dir: Path, src: Source, key: str, rows: list[ResultRow], skipped: list[SkippedMetric]
+) -> None:
     (out_dir / "runs" / f"{src.name}.json").unlink(missing_ok=True)  # the key goes last
     write_results(out_dir / "runs" / f"{src.name}.csv", rows)
-    about = {"key": key, "source": str(src.path), "kind": src.kind, "encoder_sha256": src.digest}
+    about = {
+        "key": key,
+        "source": str(src.path),
+        "kind": src.kind,
+        "encoder_sha256": src.digest,
+        "skipped": [[s.metric, s.reason] for s in skipped],
+    }
     atomic_write_text(out_dir / "runs" / f"{src.name}.json", json.dumps(about, indent=2) + "\n")
 
 
@@ -123,9 +139,14 @@ def _cpu_threads(n: int | None) -> Iterator[None]:
 
 
 def analyze_source(
-    src: Source, options: AnalysisOptions, device: torch.device, cache: feat.FeatureCache
+    src: Source,
+    options: AnalysisOptions,
+    device: torch.device,
+    cache: feat.FeatureCache,
+    skipped: list[SkippedMetric] | None = None,
 ) -> list[ResultRow]:
-    """Every selected metric of one encoder (no per-run result cache)."""
+    """Every selected metric of one encoder (no per-run result cache); the metrics its clips
+    are too few for are appended to ``skipped`` (when given)."""
     with warnings.catch_warnings(record=True) as caught, _cpu_threads(options.cpu_threads):
         warnings.simplefilter("always", ConvergenceWarning)
         ctx = RunContext(src, options, device, cache)
@@ -133,6 +154,8 @@ def analyze_source(
             if ctx.want.intersection(family.METRICS_HANDLED):
                 family.run(ctx)
         rows = ctx.rows
+        if skipped is not None:
+            skipped += ctx.skipped
     hits = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if hits:
         logger.warning(
@@ -175,28 +198,35 @@ def analyze(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions) -> Pa
     device = resolve_device(options.device)
     cache = feat.FeatureCache(options.cache_dir or out_dir / "features")
     new: list[ResultRow] = []
+    new_skipped: list[SkippedMetric] = []
     for i, src in enumerate(sources):
         key = _run_key(src, options, device)
-        rows = _cached_run(out_dir, src.name, key)
-        if rows is not None:
+        cached = _cached_run(out_dir, src.name, key)
+        if cached is not None:
+            rows, skipped = cached
             print(
                 f"[{i + 1}/{len(sources)}] {src.name}: done before, reusing its results",
                 file=sys.stderr,
             )
         else:
             t0 = time.perf_counter()
-            rows = analyze_source(src, options, device, cache)
-            _save_run(out_dir, src, key, rows)
+            skipped = []
+            rows = analyze_source(src, options, device, cache, skipped)
+            _save_run(out_dir, src, key, rows, skipped)
             print(
                 f"[{i + 1}/{len(sources)}] {src.name}: {len(rows)} results in "
                 f"{time.perf_counter() - t0:.1f} s",
                 file=sys.stderr,
             )
         new += rows
+        new_skipped += skipped
     results = out_dir / "results.csv"
     redone = set(options.metrics)
     kept = [r for r in read_results(results) if not (r.run in names and r.metric in redone)]
     table = merge_rows(kept, new)
     write_results(results, table)
+    old_skipped = read_skipped(out_dir / SKIPPED_FILE)
+    kept_skipped = [s for s in old_skipped if not (s.run in names and s.metric in redone)]
+    write_skipped(out_dir / SKIPPED_FILE, kept_skipped + new_skipped)
     write_aggregate(out_dir / "aggregate.csv", aggregate(table))
     return results

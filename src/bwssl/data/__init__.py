@@ -18,7 +18,9 @@ from bwssl.data.clips import (
 from bwssl.data.gratings import GratingDataset, GratingGrid
 from bwssl.data.synthetic import MOTION_CLASSES, SyntheticMotion
 from bwssl.data.transforms import ClipFormat, denormalize, normalize
-from bwssl.data.ucf101 import UCF101, UCF101Index, index_ucf101
+from bwssl.data.ucf101 import UCF101, index_ucf101
+from bwssl.data.video_index import VideoIndex, VideoRecord
+from bwssl.data.video_list import VideoListDataset
 
 __all__ = [
     "MOTION_CLASSES",
@@ -29,8 +31,10 @@ __all__ = [
     "GratingDataset",
     "GratingGrid",
     "SyntheticMotion",
-    "UCF101Index",
+    "VideoIndex",
+    "VideoListDataset",
     "VideoReadError",
+    "VideoRecord",
     "build_dataset",
     "check_unreadable",
     "collate_clips",

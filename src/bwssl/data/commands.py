@@ -7,9 +7,11 @@
   complete. A video that cannot be decoded gets F/CLASS/VIDEO.unreadable (the
   reason) instead, so the frame backend counts it as unreadable rather than
   missing (delete the marker to retry). The split folder is copied along.
-- ``bwssl data summary ucf101 --root R [--split N] [--frames-root F] --json``:
-  index a split and print its counts (classes, usable train/test videos,
-  excluded short, unreadable, missing) and the files behind them.
+- ``bwssl data summary NAME --root R [--split N] [--split-dir S] --json``
+  (NAME: ucf101, hmdb51, kinetics, ssv2, folder; ucf101 also ``--frames-root
+  F``): index a dataset and print its counts (classes, usable train/test
+  videos, excluded short, unreadable, missing, partial, header disagreeing
+  with the decoded frames) and the files behind them.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from tqdm import tqdm
 
 from bwssl.base.files import atomic_write_text
 from bwssl.config import DataConfig
+from bwssl.data.build import VIDEO_DATASETS, index_dataset
 from bwssl.data.clips import VideoReadError
-from bwssl.data.ucf101 import SPLIT_DIR_NAME, index_ucf101
+from bwssl.data.ucf101 import SPLIT_DIR_NAME
 from bwssl.data.video_io import UNREADABLE_SUFFIX, VIDEO_EXTENSIONS, extract_frames
 from bwssl.errors import DataError
 
@@ -156,9 +159,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     if args.root is None and args.frames_root is None:
-        raise DataError("give --root (the UCF101 video folder) or --frames-root")
+        raise DataError(f"give --root (the {args.dataset} video folder)")
     cfg = DataConfig(
-        name="ucf101",
+        name=args.dataset,
         root=args.root,
         frames_root=args.frames_root,
         split_dir=args.split_dir,
@@ -167,14 +170,15 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         frame_stride=args.frame_stride,
         cache_dir=args.cache_dir,
     )
-    summary = index_ucf101(cfg).summary()
+    summary = index_dataset(cfg).summary()
     summary["eval_videos"] = (
         max(1, round(cfg.eval_fraction * summary["test_videos"])) if summary["test_videos"] else 0
     )
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"UCF101 split {summary['split']} ({summary['backend']} backend, {summary['base']})")
+    split = f" split {summary['split']}" if summary["split"] is not None else ""
+    print(f"{args.dataset}{split} ({summary['backend']} backend, {summary['base']})")
     for key in (
         "classes",
         "train_videos",
@@ -183,9 +187,17 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         "excluded_short",
         "unreadable",
         "missing",
+        "partial",
+        "header_disagrees",
     ):
-        print(f"  {key:15s} {summary[key]}")
-    for key in ("short_files", "unreadable_files", "missing_files"):
+        print(f"  {key:16s} {summary[key]}")
+    for key in (
+        "short_files",
+        "unreadable_files",
+        "missing_files",
+        "partial_files",
+        "header_disagrees_files",
+    ):
         for line in summary[key][:10]:
             print(f"  {key[:-6]}: {line}")
         if len(summary[key]) > 10:
@@ -231,11 +243,16 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
         description="Probe every video of a split (cached) and print classes, usable videos, "
         "and the excluded, unreadable and missing files.",
     )
-    s.add_argument("dataset", choices=["ucf101"])
-    s.add_argument("--root", help="UCF101 video folder (with ucfTrainTestlist)")
-    s.add_argument("--frames-root", help="frame folders from extract-frames (used if given)")
-    s.add_argument("--split-dir", help="ucfTrainTestlist folder (default: under the root)")
-    s.add_argument("--split", type=int, default=1, help="official split 1, 2 or 3")
+    s.add_argument("dataset", choices=list(VIDEO_DATASETS), help="layout (docs/data.md)")
+    s.add_argument("--root", help="the dataset's video folder")
+    s.add_argument(
+        "--frames-root", help="ucf101: frame folders from extract-frames (used if given)"
+    )
+    s.add_argument(
+        "--split-dir",
+        help="split lists or annotations (default: where the official layout puts them)",
+    )
+    s.add_argument("--split", type=int, default=1, help="ucf101, hmdb51: official split 1, 2, 3")
     s.add_argument("--num-frames", type=int, default=16, help="clip frames T (default 16)")
     s.add_argument("--frame-stride", type=int, default=4, help="clip frame stride (default 4)")
     s.add_argument("--cache-dir", help="where the index cache goes (data.cache_dir)")

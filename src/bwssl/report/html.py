@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bwssl.analysis.requirements import SKIPPED_FILE, SkippedMetric, read_skipped
 from bwssl.analysis.results import ResultRow, read_results
 from bwssl.base.files import atomic_write_text
 from bwssl.report.figures import PIXEL_OBJECTIVE, draw_all
 from bwssl.report.layerwise import has_layerwise
 from bwssl.report.layerwise import section as layerwise_section
 from bwssl.report.panels import UNTRAINED, objectives_of
+from bwssl.report.skipped import section as skipped_section
 from bwssl.report.summary import objectives_table
 
 # What the paper reports on UCF101.
@@ -233,8 +235,10 @@ def render(
     experiment: dict[str, Any],
     configs: list[str],
     paper_model: str,
+    skipped: list[SkippedMetric] | None = None,
 ) -> str:
-    """The report page as one HTML string (PNG figures inlined as base64)."""
+    """The report page as one HTML string (PNG figures inlined as base64); ``skipped``: the
+    metrics not computed (too few clips), each marked with its reason."""
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>bwssl report</title>",
@@ -275,6 +279,7 @@ def render(
         parts.append(objectives_table(rows))
     if has_layerwise(rows):
         parts.append(layerwise_section(rows))
+    parts.append(skipped_section(skipped or []))
     parts.append("<h2>Figures</h2>")
     for fig in (f for f in figures if f.suffix == ".png"):
         data = base64.b64encode(fig.read_bytes()).decode()
@@ -310,6 +315,7 @@ def write_report(path: Path, results_csv: Path, experiment: Any, configs: list[s
     rows = read_results(results_csv)
     figures = draw_all(rows, Path(results_csv).parent / "figures")
     exp = vars(experiment) if not isinstance(experiment, dict) else experiment
-    page = render(rows, figures, exp, configs, exp.get("paper_model", "tiny"))
+    skipped = read_skipped(Path(results_csv).parent / SKIPPED_FILE)
+    page = render(rows, figures, exp, configs, exp.get("paper_model", "tiny"), skipped)
     atomic_write_text(Path(path), page)
     return Path(path)
