@@ -185,11 +185,28 @@ class ViewsConfig:
     """Random resized crop: range of the crop's aspect ratio (width / height)."""
     flip_prob: float = 0.5
     """Probability of a horizontal flip."""
-    jitter: float = 0.4
-    """Colour jitter strength: brightness, contrast and saturation factors in [1-j, 1+j];
-    0 turns colour jitter off."""
+    jitter: float | list[float] = 0.4
+    """Colour jitter strengths: one number j scales brightness, contrast and saturation by
+    factors in [1-j, 1+j] (no hue); four numbers [brightness, contrast, saturation, hue] set
+    each factor's range, the hue shift being uniform in [-hue, hue] turns (Barlow Twins:
+    [0.4, 0.4, 0.2, 0.1]). 0 turns colour jitter off."""
     jitter_prob: float = 0.8
     """Probability that a clip is colour-jittered."""
+    jitter_order: Literal["fixed", "random"] = "fixed"
+    """Order of the jitter's operations: ``fixed`` (brightness, contrast, saturation, hue) or
+    ``random`` (a random permutation per clip, as torchvision's ColorJitter)."""
+    gray_prob: float = 0.0
+    """Probability that a clip is turned to grayscale (luma in every channel), after the
+    jitter (Barlow Twins: 0.2)."""
+    blur_prob: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Probability of a Gaussian blur for the first and the second view (Barlow Twins:
+    [1.0, 0.1]). The kernel side is 23 pixels at a 224 crop, scaled with the crop and kept
+    odd (3 at 32, 7 at 64)."""
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    """Range of the blur's sigma in pixels, drawn uniformly per clip."""
+    solarize_prob: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Probability of solarization (pixels at or above half the range inverted) for the
+    first and the second view (Barlow Twins: [0.0, 0.2])."""
 
     def __post_init__(self) -> None:
         s, r = self.scale, self.ratio
@@ -197,11 +214,29 @@ class ViewsConfig:
             _fail("objective.views.scale", f"must be [lo, hi] with 0 < lo <= hi <= 1, got {s}")
         if len(r) != 2 or not 0 < r[0] <= r[1]:
             _fail("objective.views.ratio", f"must be [lo, hi] with 0 < lo <= hi, got {r}")
-        for name in ("flip_prob", "jitter_prob"):
+        for name in ("flip_prob", "jitter_prob", "gray_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _fail(f"objective.views.{name}", f"must lie in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.jitter < 1.0:
-            _fail("objective.views.jitter", f"must lie in [0, 1), got {self.jitter}")
+        j = self.jitter
+        if isinstance(j, list):
+            if len(j) != 4 or not all(0.0 <= v < 1.0 for v in j[:3]) or not 0.0 <= j[3] <= 0.5:
+                _fail(
+                    "objective.views.jitter",
+                    "must be one strength in [0, 1) or [brightness, contrast, saturation, hue] "
+                    f"with the first three in [0, 1) and hue in [0, 0.5], got {j}",
+                )
+        elif not 0.0 <= j < 1.0:
+            _fail("objective.views.jitter", f"must lie in [0, 1), got {j}")
+        for name in ("blur_prob", "solarize_prob"):
+            p = getattr(self, name)
+            if len(p) != 2 or not all(0.0 <= v <= 1.0 for v in p):
+                _fail(
+                    f"objective.views.{name}",
+                    f"must be [view 1, view 2] probabilities in [0, 1], got {p}",
+                )
+        b = self.blur_sigma
+        if len(b) != 2 or not 0 < b[0] <= b[1]:
+            _fail("objective.views.blur_sigma", f"must be [lo, hi] with 0 < lo <= hi, got {b}")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bwssl.config import Config
-from bwssl.data.views import apply_view, draw_view_params
+from bwssl.data.views import apply_view, draw_configured_view
 from bwssl.models.backbone import Backbone
 from bwssl.models.heads import Projector
 from bwssl.objectives.base import Objective, StepData, StepKey
@@ -38,17 +38,10 @@ class JointEmbedding(Objective):
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
     ) -> StepData:
-        v = self.cfg.objective.views
         views = []
-        for stream in VIEW_STREAMS:
-            params = draw_view_params(
-                key.batch_size,
-                key.generator(stream),
-                scale=(v.scale[0], v.scale[1]),
-                ratio=(v.ratio[0], v.ratio[1]),
-                flip_prob=v.flip_prob,
-                jitter=v.jitter,
-                jitter_prob=v.jitter_prob,
+        for view, stream in enumerate(VIEW_STREAMS):
+            params = draw_configured_view(
+                self.cfg.objective.views, view, key.batch_size, key.generator(stream)
             )
             views.append(apply_view(video, params.rows(rows)))
         return StepData(views, [None, None])
