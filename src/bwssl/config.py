@@ -417,15 +417,27 @@ class TrainConfig:
             _fail("train.device", f"allowed: auto, cpu, cuda, cuda:N; got {self.device!r}")
 
 
+IMAGE_DATASETS = ("synthetic_images", "images", "cifar10", "cifar100")
+"""Names of ``data.name`` whose items are images (one-frame clips)."""
+
+
 @dataclass
 class DataConfig:
     """Where clips come from and their format (shared by training and analysis)."""
 
-    name: Literal["auto", "synthetic", "ucf101"] = "auto"
-    """``synthetic``: the embedded procedural dataset; ``ucf101``: needs ``root`` or
-    ``frames_root``; ``auto``: ucf101 when a root is given, else synthetic."""
+    name: Literal[
+        "auto", "synthetic", "ucf101", "synthetic_images", "images", "cifar10", "cifar100"
+    ] = "auto"
+    """``synthetic``: the embedded procedural video dataset; ``ucf101``: needs ``root`` or
+    ``frames_root``; ``auto``: ucf101 when a root is given, else synthetic. Images (one-frame
+    clips, ``num_frames`` must be 1): ``synthetic_images``, the embedded procedural shapes
+    (sizes ``synthetic_train``, ``synthetic_test``, ``synthetic_classes``); ``images``, a
+    folder in ImageFolder layout (``root``/train/<class>/*.jpg and ``root``/val/<class>/);
+    ``cifar10`` / ``cifar100``, the official python pickles in ``root`` or in its
+    ``cifar-10-batches-py`` / ``cifar-100-python`` subfolder."""
     root: str | None = None
-    """UCF101: folder with one subfolder per class (and ucfTrainTestlist)."""
+    """UCF101: folder with one subfolder per class (and ucfTrainTestlist). ``images``: the
+    folder holding train/ and val/. CIFAR: the unpacked pickles (or their parent)."""
     frames_root: str | None = None
     """UCF101: pre-extracted frame folders (``bwssl data extract-frames``); used instead of
     decoding videos."""
@@ -449,19 +461,19 @@ class DataConfig:
     resize_to: int | None = None
     """Target short side (default: crop_size * 8 / 7, rounded); at least crop_size."""
     eval_fraction: float = 0.3
-    """UCF101: seeded subsample of the test split used for evaluation (the synthetic test
-    split is used whole: its size is ``synthetic_test``)."""
+    """UCF101, image folders and CIFAR: seeded subsample of the test (val) split used for
+    evaluation (the synthetic test splits are used whole: their size is ``synthetic_test``)."""
     max_unreadable_fraction: float = 0.05
     """Stop the run if more than this fraction of clips cannot be read."""
     allow_missing: bool = False
     """UCF101: go on when files listed in the split files are missing (they are logged and
     counted) instead of stopping before training."""
     synthetic_train: int = 512
-    """Synthetic dataset: training clips."""
+    """Synthetic datasets: training clips (images for ``synthetic_images``)."""
     synthetic_test: int = 256
-    """Synthetic dataset: test clips."""
+    """Synthetic datasets: test clips (images for ``synthetic_images``)."""
     synthetic_classes: int = 10
-    """Synthetic dataset: number of motion classes (2 to 16)."""
+    """Synthetic datasets: number of classes (2 to 16): motions, or shape x texture pairs."""
     cache_dir: str | None = None
     """Folder for the UCF101 video index and for generated clips (synthetic data, gratings).
     Default: the index goes to $BWSSL_CACHE_DIR or ~/.cache/bwssl, generated clips are
@@ -472,6 +484,15 @@ class DataConfig:
             self.name = "ucf101" if (self.root or self.frames_root) else "synthetic"
         if self.split not in (1, 2, 3):
             _fail("data.split", f"allowed: 1, 2, 3; got {self.split}")
+        if self.name in IMAGE_DATASETS:
+            if self.num_frames != 1:
+                _fail(
+                    "data.num_frames",
+                    f"data.name={self.name} makes one-frame clips: set data.num_frames=1, "
+                    f"got {self.num_frames}",
+                )
+            if self.name != "synthetic_images" and self.root is None:
+                _fail("data.root", f"data.name={self.name} needs data.root (see data.name)")
         for name in (
             "num_frames",
             "frame_stride",

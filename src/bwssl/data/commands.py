@@ -10,6 +10,10 @@
 - ``bwssl data summary ucf101 --root R [--split N] [--frames-root F] --json``:
   index a split and print its counts (classes, usable train/test videos,
   excluded short, unreadable, missing) and the files behind them.
+- ``bwssl data summary images --root R [--workers N] --json``: list and
+  decode every image of an ImageFolder tree; classes, counts per split and
+  class, and every bad file (path and reason: unreadable, not an image).
+  ``cifar10`` / ``cifar100``: classes and counts per split of the pickles.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from tqdm import tqdm
 
 from bwssl.base.files import atomic_write_text
 from bwssl.config import DataConfig
+from bwssl.data.cifar import summarize_cifar
 from bwssl.data.clips import VideoReadError
+from bwssl.data.images import summarize_image_folder
 from bwssl.data.ucf101 import SPLIT_DIR_NAME, index_ucf101
 from bwssl.data.video_io import UNREADABLE_SUFFIX, VIDEO_EXTENSIONS, extract_frames
 from bwssl.errors import DataError
@@ -154,7 +160,30 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_image_summary(args: argparse.Namespace) -> int:
+    if args.root is None:
+        raise DataError(f"give --root (the {args.dataset} folder)")
+    if args.dataset == "images":
+        summary = summarize_image_folder(args.root, workers=args.workers)
+    else:
+        summary = summarize_cifar(args.dataset, args.root)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{args.dataset} at {summary['root']}: {summary['classes']} classes")
+    for split, counts in summary["splits"].items():
+        bad = f", {counts['unreadable']} unreadable" if counts.get("unreadable") else ""
+        print(f"  {split:6s} {counts['images']} images{bad}")
+    for bad_file in summary["bad_files"][:10]:
+        print(f"  bad: {bad_file['path']}: {bad_file['reason']}")
+    if len(summary["bad_files"]) > 10:
+        print(f"  ... {len(summary['bad_files']) - 10} more bad files (see --json)")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
+    if args.dataset != "ucf101":
+        return _cmd_image_summary(args)
     if args.root is None and args.frames_root is None:
         raise DataError("give --root (the UCF101 video folder) or --frames-root")
     cfg = DataConfig(
@@ -197,8 +226,8 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``bwssl data extract-frames`` and ``bwssl data summary`` to the main parser."""
     p = sub.add_parser(
         "data",
-        help="prepare and check video data",
-        description="Prepare (extract-frames) and check (summary) video data.",
+        help="prepare and check video and image data",
+        description="Prepare (extract-frames) and check (summary) video and image data.",
     )
     dsub = p.add_subparsers(dest="data_command", required=True)
 
@@ -228,16 +257,26 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser(
         "summary",
         help="index a data set and print its counts",
-        description="Probe every video of a split (cached) and print classes, usable videos, "
-        "and the excluded, unreadable and missing files.",
+        description="Probe every video of a split (cached) or decode every image, and print "
+        "classes, usable items, and the excluded, unreadable and missing files.",
     )
-    s.add_argument("dataset", choices=["ucf101"])
-    s.add_argument("--root", help="UCF101 video folder (with ucfTrainTestlist)")
+    s.add_argument("dataset", choices=["ucf101", "images", "cifar10", "cifar100"])
+    s.add_argument(
+        "--root",
+        help="UCF101 video folder (with ucfTrainTestlist); images: the folder holding train/ "
+        "and val/; CIFAR: the unpacked pickles or their parent",
+    )
     s.add_argument("--frames-root", help="frame folders from extract-frames (used if given)")
     s.add_argument("--split-dir", help="ucfTrainTestlist folder (default: under the root)")
     s.add_argument("--split", type=int, default=1, help="official split 1, 2 or 3")
     s.add_argument("--num-frames", type=int, default=16, help="clip frames T (default 16)")
     s.add_argument("--frame-stride", type=int, default=4, help="clip frame stride (default 4)")
     s.add_argument("--cache-dir", help="where the index cache goes (data.cache_dir)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="images: parallel decoding processes (default 1)",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_cmd_summary)
