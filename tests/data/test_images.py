@@ -148,11 +148,11 @@ def test_cifar_pickles_read_back_pixels_and_labels(tmp_path: Path, name: str, ca
 
 
 def test_image_names_need_one_frame_and_a_root():
-    with pytest.raises(ConfigError, match="data.num_frames"):
+    with pytest.raises(ConfigError, match=r"data\.num_frames"):
         DataConfig(name="synthetic_images")
-    with pytest.raises(ConfigError, match="data.root"):
+    with pytest.raises(ConfigError, match=r"data\.root"):
         DataConfig(name="cifar10", num_frames=1)
-    with pytest.raises(ConfigError, match="data.name"):
+    with pytest.raises(ConfigError, match=r"data\.name"):
         from_dict({"data": {"name": "imagenet"}})
 
 
