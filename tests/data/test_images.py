@@ -18,6 +18,7 @@ from bwssl.data.images import index_image_folder
 from bwssl.data.shapes import IMAGE_CLASSES, SyntheticShapes, render_shape, sample_shape_params
 from bwssl.data.transforms import ClipFormat, denormalize
 from bwssl.errors import DataError
+from bwssl.train.trainer import train
 
 CLASSES = ["cat", "dog", "fish"]
 
@@ -200,3 +201,31 @@ def test_shape_classes_differ_but_raw_pixels_do_not_tell_them():
     spec_acc = spec.score(spectrum(xte), test.labels)
     assert raw_acc < 0.3, raw_acc
     assert spec_acc > raw_acc + 0.08, (raw_acc, spec_acc)
+
+
+def test_a_barlow_run_trains_on_an_image_folder_and_counts_the_bad_file(
+    image_tree, tmp_path, make_cfg
+):
+    """The trainer is unchanged: one-frame clips through the tiny ViT (tubelet 1), with the
+    Barlow Twins views; the corrupt image is skipped and counted in the metrics."""
+    cfg = make_cfg(
+        "data.name=images",
+        f"data.root={image_tree}",
+        "data.num_frames=1",
+        "data.crop_size=16",
+        "data.resize=none",
+        "model.tubelet_size=1",
+        "objective.name=barlow_twins",
+        "objective.views.jitter=[0.4,0.4,0.2,0.1]",
+        "objective.views.jitter_order=random",
+        "objective.views.gray_prob=0.2",
+        "objective.views.blur_prob=[1.0,0.1]",
+        "objective.views.solarize_prob=[0.0,0.2]",
+        "train.batch_size=5",
+    )
+    train(cfg, tmp_path / "run")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    steps = [r for r in rows if "skipped" in r]
+    assert steps and steps[-1]["skipped"] == 1
+    assert all(np.isfinite(v) for r in steps for v in r["loss"].values())
