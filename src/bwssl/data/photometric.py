@@ -66,8 +66,8 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
     delta = maxc - minc
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
     rc, gc, bc = ((maxc - c) / safe for c in (r, g, b))
