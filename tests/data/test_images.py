@@ -14,7 +14,7 @@ from PIL import Image
 from bwssl.cli import main
 from bwssl.config import ConfigError, DataConfig, from_dict
 from bwssl.data import build_dataset, collate_clips
-from bwssl.data.images import index_image_folder
+from bwssl.data.images import decode_image, index_image_folder
 from bwssl.data.shapes import IMAGE_CLASSES, SyntheticShapes, render_shape, sample_shape_params
 from bwssl.data.transforms import ClipFormat, denormalize
 from bwssl.errors import DataError
@@ -229,3 +229,21 @@ def test_a_barlow_run_trains_on_an_image_folder_and_counts_the_bad_file(
     steps = [r for r in rows if "skipped" in r]
     assert steps and steps[-1]["skipped"] == 1
     assert all(np.isfinite(v) for r in steps for v in r["loss"].values())
+
+
+def test_large_jpeg_decoded_at_reduced_scale_gives_the_same_view(tmp_path: Path):
+    """JPEGs are decoded at 1/2..1/8 scale when that keeps the short-side target; the view
+    matches a full decode scaled to the target short side and centre-cropped."""
+    h, w = 240, 320
+    ys, xs = np.mgrid[0:h, 0:w]
+    pix = np.stack([xs * 255 / w, ys * 255 / h, (xs + ys) * 255 / (h + w)], -1).astype(np.uint8)
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.fromarray(pix).save(tmp_path / split / "a" / "big.jpg", quality=95)
+    ds = build_dataset(image_cfg(tmp_path, resize="short_side"), "test")
+    got = denormalize(ds[0][0][:, 0])  # (3, 16, 16); short side 18 = round(16 * 8 / 7)
+    full = Image.fromarray(pix).resize((24, 18), Image.Resampling.BILINEAR)
+    want = torch.from_numpy(np.array(full)[1:17, 4:20]).permute(2, 0, 1).float() / 255
+    assert (got - want).abs().mean() < 0.03
+    assert decode_image(ds.paths[0], 18).shape == (30, 40, 3)  # decoded at 1/8 scale
+    assert decode_image(ds.paths[0]).shape == (h, w, 3)

@@ -194,6 +194,6 @@ def check_unreadable(skipped: int, seen: int, cfg: DataConfig) -> None:
         raise DataError(
             f"{skipped} of {seen} clips could not be read ({skipped / max(seen, 1):.1%}), more "
             f"than data.max_unreadable_fraction={limit}; the log names each file. Fix or remove "
-            f"them (`bwssl data summary ucf101 --root R --json` lists unreadable files), or "
+            f"them (`bwssl data summary ucf101|images --root R --json` lists unreadable files), or "
             f"raise data.max_unreadable_fraction"
         )
