@@ -450,7 +450,8 @@ class DataConfig:
     """T, frames per clip."""
     frame_stride: int = 4
     """Frames between sampled clip frames (clip span = num_frames * frame_stride; shorter
-    videos are excluded). The synthetic data is rendered at the clip rate and ignores it."""
+    videos are excluded). The synthetic data is rendered at the clip rate and ignores it, as
+do images (one frame)."""
     crop_size: int = 128
     """Spatial size of the square clip."""
     channels: int = 3

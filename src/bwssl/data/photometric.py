@@ -90,6 +90,29 @@ COLOUR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 """The four colour-jitter operations, indexed as in a jitter order (0 brightness ... 3 hue)."""
 
 
+def colour_jitter(
+    x: torch.Tensor, factors: torch.Tensor, hue: torch.Tensor, order: torch.Tensor
+) -> torch.Tensor:
+    """Brightness, contrast, saturation (``factors`` (B, 3)) and hue (``hue`` (B,)) per clip,
+    in the order of each clip's row of ``order`` (B, 4), a permutation of the indices of
+    :data:`COLOUR_OPS`. ``order`` may live on another device (usually the CPU); the
+    order 0 1 2 3 for every clip runs as four plain calls (the hue only if a shift is not 0)."""
+    args = (factors[:, 0], factors[:, 1], factors[:, 2], hue)
+    if bool((order == torch.arange(4, device=order.device)).all()):
+        x = adjust_brightness(x, args[0])
+        x = adjust_contrast(x, args[1])
+        x = adjust_saturation(x, args[2])
+        return adjust_hue(x, hue) if bool((hue != 0).any()) else x
+    x = x.clone()
+    for slot in range(4):  # at each position of the order, every op on the clips it is due
+        for op in range(4):
+            rows = (order[:, slot] == op).nonzero().squeeze(1)
+            if rows.numel():
+                sel = rows.to(x.device)
+                x[sel] = COLOUR_OPS[op](x[sel], args[op][sel])
+    return x
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luma replicated to every channel (torchvision ``Grayscale(num_output_channels=C)``)."""
     return luma(x).expand_as(x)

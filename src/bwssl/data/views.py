@@ -38,16 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from bwssl.data.photometric import (
-    COLOUR_OPS,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
-    gaussian_blur,
-    grayscale,
-    solarize,
-)
+from bwssl.data.photometric import colour_jitter, gaussian_blur, grayscale, solarize
 from bwssl.data.transforms import denormalize, normalize
 
 if TYPE_CHECKING:
@@ -333,30 +324,6 @@ def _crop_flip(video: torch.Tensor, box: torch.Tensor, flip: torch.Tensor) -> to
     return out.view(b, c, t, h, w)
 
 
-def _color_jitter(x: torch.Tensor, params: ViewParams) -> torch.Tensor:
-    """The jitter of ``params`` on [0, 1] pixels; the fixed order runs as plain calls."""
-    device, dtype = x.device, x.dtype
-    factors = params.jitter[:, :3].to(device, dtype)
-    hue = params.hue.to(device, dtype)
-    args = (factors[:, 0], factors[:, 1], factors[:, 2], hue)
-    order = params.order
-    if bool((order == torch.arange(4, device=order.device)).all()):
-        x = adjust_brightness(x, args[0])
-        x = adjust_contrast(x, args[1])
-        x = adjust_saturation(x, args[2])
-        if bool((params.hue != 0).any()):
-            x = adjust_hue(x, hue)
-        return x
-    x = x.clone()
-    for slot in range(4):
-        for op in range(4):
-            sel = (order[:, slot] == op).nonzero().squeeze(1)
-            if sel.numel():
-                sel = sel.to(device)
-                x[sel] = COLOUR_OPS[op](x[sel], args[op][sel])
-    return x
-
-
 def apply_view(video: torch.Tensor, params: ViewParams) -> torch.Tensor:
     """The view ``params`` of a normalized batch ``video`` (B, C, T, H, W); same shape and dtype.
 
@@ -396,7 +363,9 @@ def apply_view(video: torch.Tensor, params: ViewParams) -> torch.Tensor:
 
     pixels = denormalize(out, channel_dim=1)
     if bool(jittered.any()):
-        pixels = where(jittered, _color_jitter(pixels, params), pixels)
+        factors = params.jitter[:, :3].to(device, work)
+        shifted = colour_jitter(pixels, factors, params.hue.to(device, work), params.order)
+        pixels = where(jittered, shifted, pixels)
     if bool(params.gray.any()):
         pixels = where(params.gray, grayscale(pixels), pixels)
     if bool(blurred.any()):
