@@ -185,11 +185,14 @@ def draw_view_params(
         raise ValueError(f"batch must be a non-negative int; got {batch!r}")
     _check_range("scale", scale, 0.0, 1.0)
     _check_range("ratio", ratio, 0.0, None)
-    _check_prob("flip_prob", flip_prob)
-    _check_prob("jitter_prob", jitter_prob)
-    for name, p in (("gray_prob", gray_prob), ("blur_prob", blur_prob)):
+    for name, p in (
+        ("flip_prob", flip_prob),
+        ("jitter_prob", jitter_prob),
+        ("gray_prob", gray_prob),
+        ("blur_prob", blur_prob),
+        ("solarize_prob", solarize_prob),
+    ):
         _check_prob(name, p)
-    _check_prob("solarize_prob", solarize_prob)
     _check_range("blur_sigma", blur_sigma, 0.0, None)
     strengths = jitter_strengths(jitter)
     if jitter_order not in ("fixed", "random"):
