@@ -20,9 +20,9 @@ Content is a pure function of the split, the index and the image side (the
 run seed does not change it): item ``i`` of a split is drawn from
 ``numpy.random.default_rng([CONTENT_SEED, split, i])`` and rendered on a
 square of side ``ClipFormat.short_side`` (37 for a 32 crop, 73 for 64), so
-the crop is a real augmentation. Images are rendered on the fly (numpy,
-about 0.1 ms for a 37-pixel image) or once into a memory-mapped ``.npy``
-file with ``cache_dir``. Horizontal flips keep every class, so training flips.
+the crop is a real augmentation. Images are rendered on the fly (numpy, one
+thread: under 1 ms per image at 37 or 73 pixels, so a few thousand take
+seconds) or once into a memory-mapped ``.npy`` file with ``cache_dir``. Horizontal flips keep every class, so training flips.
 """
 
 from __future__ import annotations
