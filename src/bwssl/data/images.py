@@ -205,8 +205,17 @@ def index_image_folder(root: str | Path) -> ImageFolderIndex:
         for label, cls in enumerate(class_names):
             _list_class(split_dir / cls, label, index, items)
         index.items[name] = items
-    for path, reason in index.not_images:
-        logger.info("skipping %s: %s", path, reason)
+    if index.not_images:
+        shown = ", ".join(f"{p} ({r})" for p, r in index.not_images[:5])
+        more = f" and {len(index.not_images) - 5} more" if len(index.not_images) > 5 else ""
+        logger.warning(
+            "skipping %d files of %s that are not images: %s%s (`bwssl data summary images` "
+            "lists them all)",
+            len(index.not_images),
+            root,
+            shown,
+            more,
+        )
     return index
 
 
