@@ -9,7 +9,7 @@ classes apart needs shape and texture; no colour carries the class. The
 
 Nuisance, drawn per image and independent of the class: the object's
 position (its centre anywhere in the middle 60% of each side), size (radius
-0.2 to 0.34 of the side), rotation, texture period and angle, its two
+0.24 to 0.38 of the side), rotation, texture period and angle, its two
 colours (any hue; the second a darker shade of the first), and a background
 of two tones of a random colour, cut along wavy low-frequency borders, that
 may be brighter or darker than the object. A linear read-out of raw pixels
@@ -93,7 +93,7 @@ def sample_shape_params(rng: np.random.Generator, cls: str, size: int) -> ShapeP
         raise ValueError(f"unknown image class {cls!r}; known: {', '.join(IMAGE_CLASSES)}")
     shape, texture = cls.split("_")
     s = float(size)
-    radius = rng.uniform(0.2, 0.34) * s
+    radius = rng.uniform(0.24, 0.38) * s
     colour_a = rng.uniform(0.35, 1.0, 3)
     k = rng.integers(-2, 3, size=(2, 2))
     k[np.all(k == 0, axis=1)] = (1, 0)
@@ -108,7 +108,7 @@ def sample_shape_params(rng: np.random.Generator, cls: str, size: int) -> ShapeP
         colour_a=colour_a,
         colour_b=colour_a * rng.uniform(0.25, 0.55),
         bg_colour=rng.uniform(0.05, 0.9, 3),
-        bg_tint=rng.uniform(0.03, 0.12, 3),
+        bg_tint=rng.uniform(0.02, 0.07, 3),
         bg_k=k.astype(np.float64),
         bg_phase=rng.uniform(0, 2 * math.pi, 2),
     )
