@@ -185,11 +185,28 @@ class ViewsConfig:
     """Random resized crop: range of the crop's aspect ratio (width / height)."""
     flip_prob: float = 0.5
     """Probability of a horizontal flip."""
-    jitter: float = 0.4
-    """Colour jitter strength: brightness, contrast and saturation factors in [1-j, 1+j];
-    0 turns colour jitter off."""
+    jitter: float | list[float] = 0.4
+    """Colour jitter strengths: one number j scales brightness, contrast and saturation by
+    factors in [1-j, 1+j] (no hue); four numbers [brightness, contrast, saturation, hue] set
+    each factor's range, the hue shift being uniform in [-hue, hue] turns (Barlow Twins:
+    [0.4, 0.4, 0.2, 0.1]). 0 turns colour jitter off."""
     jitter_prob: float = 0.8
     """Probability that a clip is colour-jittered."""
+    jitter_order: Literal["fixed", "random"] = "fixed"
+    """Order of the jitter's operations: ``fixed`` (brightness, contrast, saturation, hue) or
+    ``random`` (a random permutation per clip, as torchvision's ColorJitter)."""
+    gray_prob: float = 0.0
+    """Probability that a clip is turned to grayscale (luma in every channel), after the
+    jitter (Barlow Twins: 0.2)."""
+    blur_prob: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Probability of a Gaussian blur for the first and the second view (Barlow Twins:
+    [1.0, 0.1]). The kernel side is 23 pixels at a 224 crop, scaled with the crop and kept
+    odd (3 at 32, 7 at 64)."""
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    """Range of the blur's sigma in pixels, drawn uniformly per clip."""
+    solarize_prob: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Probability of solarization (pixels at or above half the range inverted) for the
+    first and the second view (Barlow Twins: [0.0, 0.2])."""
 
     def __post_init__(self) -> None:
         s, r = self.scale, self.ratio
@@ -197,11 +214,29 @@ class ViewsConfig:
             _fail("objective.views.scale", f"must be [lo, hi] with 0 < lo <= hi <= 1, got {s}")
         if len(r) != 2 or not 0 < r[0] <= r[1]:
             _fail("objective.views.ratio", f"must be [lo, hi] with 0 < lo <= hi, got {r}")
-        for name in ("flip_prob", "jitter_prob"):
+        for name in ("flip_prob", "jitter_prob", "gray_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 _fail(f"objective.views.{name}", f"must lie in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.jitter < 1.0:
-            _fail("objective.views.jitter", f"must lie in [0, 1), got {self.jitter}")
+        j = self.jitter
+        if isinstance(j, list):
+            if len(j) != 4 or not all(0.0 <= v < 1.0 for v in j[:3]) or not 0.0 <= j[3] <= 0.5:
+                _fail(
+                    "objective.views.jitter",
+                    "must be one strength in [0, 1) or [brightness, contrast, saturation, hue] "
+                    f"with the first three in [0, 1) and hue in [0, 0.5], got {j}",
+                )
+        elif not 0.0 <= j < 1.0:
+            _fail("objective.views.jitter", f"must lie in [0, 1), got {j}")
+        for name in ("blur_prob", "solarize_prob"):
+            p = getattr(self, name)
+            if len(p) != 2 or not all(0.0 <= v <= 1.0 for v in p):
+                _fail(
+                    f"objective.views.{name}",
+                    f"must be [view 1, view 2] probabilities in [0, 1], got {p}",
+                )
+        b = self.blur_sigma
+        if len(b) != 2 or not 0 < b[0] <= b[1]:
+            _fail("objective.views.blur_sigma", f"must be [lo, hi] with 0 < lo <= hi, got {b}")
 
 
 @dataclass
@@ -441,18 +476,40 @@ class TrainConfig:
             _fail("train.device", f"allowed: auto, cpu, cuda, cuda:N; got {self.device!r}")
 
 
+IMAGE_DATASETS = ("synthetic_images", "images", "cifar10", "cifar100")
+"""Names of ``data.name`` whose items are images (one-frame clips)."""
+
+
 @dataclass
 class DataConfig:
     """Where clips come from and their format (shared by training and analysis)."""
 
-    name: Literal["auto", "synthetic", "ucf101", "hmdb51", "kinetics", "ssv2", "folder"] = "auto"
-    """``synthetic``: the embedded procedural dataset; ``ucf101`` (``root`` or
+    name: Literal[
+        "auto",
+        "synthetic",
+        "ucf101",
+        "hmdb51",
+        "kinetics",
+        "ssv2",
+        "folder",
+        "synthetic_images",
+        "images",
+        "cifar10",
+        "cifar100",
+    ] = "auto"
+    """``synthetic``: the embedded procedural video dataset; ``ucf101`` (``root`` or
     ``frames_root``), ``hmdb51``, ``kinetics``, ``ssv2``, ``folder`` (a user's class folders):
     videos under ``root`` in the dataset's official layout (docs/data.md); ``auto``: ucf101
-    when a root is given, else synthetic."""
+    when a root is given, else synthetic. Images (one-frame clips, ``num_frames`` must be 1):
+    ``synthetic_images``, the embedded procedural shapes (sizes ``synthetic_train``,
+    ``synthetic_test``, ``synthetic_classes``); ``images``, a folder in ImageFolder layout
+    (``root``/train/<class>/*.jpg and ``root``/val/<class>/); ``cifar10`` / ``cifar100``, the
+    official python pickles in ``root`` or in its ``cifar-10-batches-py`` /
+    ``cifar-100-python`` subfolder."""
     root: str | None = None
     """The video folder of a video dataset (UCF101: one subfolder per class, and
-    ucfTrainTestlist)."""
+    ucfTrainTestlist). ``images``: the folder holding train/ and val/. CIFAR: the unpacked
+    pickles (or their parent)."""
     frames_root: str | None = None
     """UCF101: pre-extracted frame folders (``bwssl data extract-frames``); used instead of
     decoding videos."""
@@ -467,7 +524,8 @@ class DataConfig:
     """T, frames per clip."""
     frame_stride: int = 4
     """Frames between sampled clip frames (clip span = num_frames * frame_stride; shorter
-    videos are excluded). The synthetic data is rendered at the clip rate and ignores it."""
+    videos are excluded). The synthetic data is rendered at the clip rate and ignores it, as
+do images (one frame)."""
     crop_size: int = 128
     """Spatial size of the square clip."""
     channels: int = 3
@@ -478,19 +536,20 @@ class DataConfig:
     resize_to: int | None = None
     """Target short side (default: crop_size * 8 / 7, rounded); at least crop_size."""
     eval_fraction: float = 0.3
-    """Video datasets: seeded subsample of the test split used for evaluation (the synthetic test
-    split is used whole: its size is ``synthetic_test``)."""
+    """Video datasets, image folders and CIFAR: seeded subsample of the test (val) split used
+    for evaluation (the synthetic test splits are used whole: their size is
+    ``synthetic_test``)."""
     max_unreadable_fraction: float = 0.05
     """Stop the run if more than this fraction of clips cannot be read."""
     allow_missing: bool = False
     """Video datasets: go on when files listed in the split files are missing (they are logged
     and counted) instead of stopping before training. Kinetics always goes on."""
     synthetic_train: int = 512
-    """Synthetic dataset: training clips."""
+    """Synthetic datasets: training clips (images for ``synthetic_images``)."""
     synthetic_test: int = 256
-    """Synthetic dataset: test clips."""
+    """Synthetic datasets: test clips (images for ``synthetic_images``)."""
     synthetic_classes: int = 10
-    """Synthetic dataset: number of motion classes (2 to 16)."""
+    """Synthetic datasets: number of classes (2 to 16): motions, or shape x texture pairs."""
     cache_dir: str | None = None
     """Folder for the UCF101 video index and for generated clips (synthetic data, gratings).
     Default: the index goes to $BWSSL_CACHE_DIR or ~/.cache/bwssl, generated clips are
@@ -501,6 +560,15 @@ class DataConfig:
             self.name = "ucf101" if (self.root or self.frames_root) else "synthetic"
         if self.split not in (1, 2, 3):
             _fail("data.split", f"allowed: 1, 2, 3; got {self.split}")
+        if self.name in IMAGE_DATASETS:
+            if self.num_frames != 1:
+                _fail(
+                    "data.num_frames",
+                    f"data.name={self.name} makes one-frame clips: set data.num_frames=1, "
+                    f"got {self.num_frames}",
+                )
+            if self.name != "synthetic_images" and self.root is None:
+                _fail("data.root", f"data.name={self.name} needs data.root (see data.name)")
         for name in (
             "num_frames",
             "frame_stride",

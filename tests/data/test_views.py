@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import colorsys
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bwssl.data.transforms import denormalize, normalize
-from bwssl.data.views import ViewParams, apply_view, draw_view_params
+from bwssl.config import ConfigError, ViewsConfig, from_dict
+from bwssl.data.photometric import COLOUR_OPS, adjust_hue, blur_kernel_size
+from bwssl.data.transforms import LUMA, denormalize, normalize
+from bwssl.data.views import ViewParams, apply_view, draw_configured_view, draw_view_params
 
 
 def make_params(
@@ -196,3 +199,156 @@ def test_bad_batch_raises():
     with pytest.raises(ValueError, match="batch"):
         draw_view_params(-1, gen(0))
     assert len(draw_view_params(0, gen(0))) == 0
+
+
+# --- the Barlow Twins photometric steps ---------------------------------------------------
+
+
+def full_params(batch: int, **fields) -> ViewParams:
+    """Identity crop, no flip, no jitter, plus the given photometric fields."""
+    p = make_params(batch, jitter=(1.0, 1.0, 1.0, 0.0))
+    return ViewParams(p.box, p.flip, p.jitter, **fields)
+
+
+def pixels_of(video: torch.Tensor) -> torch.Tensor:
+    return denormalize(video, channel_dim=1)
+
+
+def test_grayscale_gives_equal_channels_of_luma():
+    video = random_clips((3, 3, 2, 8, 8))
+    gray = torch.tensor([True, False, True])
+    out = pixels_of(apply_view(video, full_params(3, gray=gray)))
+    luma = (pixels_of(video) * torch.tensor(LUMA).view(1, 3, 1, 1, 1)).sum(1)
+    for c in range(3):
+        torch.testing.assert_close(out[[0, 2], c], luma[[0, 2]], atol=1e-5, rtol=0)
+    assert torch.equal(apply_view(video, full_params(3, gray=gray))[1], video[1])
+
+
+def test_solarize_inverts_exactly_at_and_above_half():
+    levels = torch.tensor([0.0, 0.2, 0.49, 0.5, 0.51, 0.8, 1.0])
+    pix = levels.view(1, 1, 1, 1, -1).expand(2, 3, 1, 2, 7).clone()
+    out = pixels_of(
+        apply_view(normalize(pix, 1), full_params(2, solarize=torch.tensor([True, False])))
+    )
+    want = torch.where(levels >= 0.5, 1 - levels, levels).expand_as(out[0])
+    torch.testing.assert_close(out[0], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], pix[1], atol=1e-5, rtol=0)
+
+
+def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
+    spec = torch.fft.rfft2(x).abs() ** 2  # (..., H, W//2+1)
+    h = x.shape[-2]
+    return spec[..., h // 4 : h - h // 4, spec.shape[-1] // 2 :].sum()
+
+
+def test_blur_lowers_high_frequencies_and_tiny_sigma_is_identity():
+    assert [blur_kernel_size(s) for s in (32, 64, 224)] == [3, 7, 23]
+    video = random_clips((2, 3, 2, 32, 32))
+    blurred = apply_view(video, full_params(2, blur=torch.tensor([2.0, 0.0])))
+    assert torch.equal(blurred[1], video[1])  # sigma 0: not blurred
+    assert high_frequency_energy(pixels_of(blurred[:1])) < 0.3 * high_frequency_energy(
+        pixels_of(video[:1])
+    )
+    # Blur keeps the mean, and a tiny sigma is the identity.
+    torch.testing.assert_close(blurred[0].mean(), video[0].mean(), atol=2e-2, rtol=0)
+    tiny = apply_view(video, full_params(2, blur=torch.tensor([1e-3, 1e-3])))
+    torch.testing.assert_close(tiny, video, atol=1e-5, rtol=0)
+
+
+def test_hue_zero_is_identity_and_a_third_turns_red_into_green():
+    video = random_clips((2, 3, 1, 6, 6))
+    still = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "flip_prob": 0.0, "jitter_prob": 1.0}
+    p = draw_view_params(2, gen(0), jitter=(0.0, 0.0, 0.0, 0.0), **still)
+    assert torch.equal(apply_view(video, p), apply_view(video, make_params(2)))
+    torch.testing.assert_close(adjust_hue(pixels_of(video), torch.zeros(2)), pixels_of(video))
+    colours = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.6, 0.4], [0.5, 0.5, 0.5]])
+    pix = colours.T.reshape(1, 3, 1, 1, 3).expand(3, 3, 1, 1, 3).clone()
+    shift = torch.tensor([1 / 3, 0.5, -0.25])
+    out = adjust_hue(pix, shift)
+    torch.testing.assert_close(out[0, :, 0, 0, 0], torch.tensor([0.0, 1.0, 0.0]))  # red -> green
+    torch.testing.assert_close(out[2, :, 0, 0, 2], torch.tensor([0.5, 0.5, 0.5]))  # gray stays
+    # A rotation keeps each pixel's max and min (HSV value and saturation).
+    torch.testing.assert_close(out.amax(1), pix.amax(1))
+    torch.testing.assert_close(out.amin(1), pix.amin(1))
+    # (0.2, 0.6, 0.4) rotated half a turn: (0.6, 0.2, 0.4).
+    torch.testing.assert_close(out[1, :, 0, 0, 1], torch.tensor([0.6, 0.2, 0.4]))
+    # Random pixels against the standard library's HSV conversion.
+    rgb = torch.rand(5, 3, 1, 1, 4, generator=gen(9), dtype=torch.float64)
+    shift = torch.tensor([0.1, -0.1, 0.3, -0.45, 0.5], dtype=torch.float64)
+    got = adjust_hue(rgb, shift)
+    for i in range(5):
+        for j in range(4):
+            h, sat, v = colorsys.rgb_to_hsv(*rgb[i, :, 0, 0, j].tolist())
+            want = colorsys.hsv_to_rgb((h + shift[i].item()) % 1.0, sat, v)
+            torch.testing.assert_close(got[i, :, 0, 0, j], torch.tensor(want, dtype=torch.float64))
+
+
+def test_random_jitter_order_applies_each_clips_permutation():
+    video = random_clips((6, 3, 1, 8, 8))
+    p = draw_view_params(
+        6, gen(2), jitter=(0.4, 0.4, 0.2, 0.1), jitter_prob=1.0, jitter_order="random"
+    )
+    assert torch.equal(p.order.sort(dim=1).values, torch.arange(4).expand(6, 4))
+    assert len({tuple(r) for r in p.order.tolist()}) > 1
+    out = pixels_of(apply_view(video, p))
+    args = [p.jitter[:, 0], p.jitter[:, 1], p.jitter[:, 2], p.hue]
+    for i in range(6):
+        crop = make_params(1, box=tuple(p.box[i].tolist()), flip=bool(p.flip[i]))
+        x = pixels_of(apply_view(video[i : i + 1], crop))
+        for op in p.order[i].tolist():
+            x = COLOUR_OPS[op](x, args[op][i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], x, atol=1e-5, rtol=0)
+    fixed = draw_view_params(6, gen(2), jitter=(0.4, 0.4, 0.2, 0.1), jitter_prob=1.0)
+    assert torch.equal(fixed.order, torch.arange(4).expand(6, 4))
+    assert torch.equal(fixed.box, p.box) and torch.equal(fixed.jitter, p.jitter)
+
+
+BARLOW = {
+    "scale": [0.08, 1.0],
+    "jitter": [0.4, 0.4, 0.2, 0.1],
+    "jitter_order": "random",
+    "gray_prob": 0.2,
+    "blur_prob": [1.0, 0.1],
+    "solarize_prob": [0.0, 0.2],
+}
+
+
+def test_barlow_recipe_rates_per_view_and_row_splits():
+    cfg = ViewsConfig(**BARLOW)
+    v1, v2 = (draw_configured_view(cfg, view, 4000, gen(view)) for view in (0, 1))
+    assert (v1.blur > 0).all() and not v1.solarize.any()
+    assert abs((v2.blur > 0).float().mean().item() - 0.1) < 0.02
+    assert abs(v2.solarize.float().mean().item() - 0.2) < 0.02
+    assert abs(v1.gray.float().mean().item() - 0.2) < 0.02
+    sigma = v1.blur
+    assert sigma.min() >= 0.1 and sigma.max() <= 2.0 and sigma.min() < 0.2 and sigma.max() > 1.9
+    hue = v1.hue
+    assert hue.abs().max() <= 0.1 and hue.min() < -0.09 and hue.max() > 0.09
+    sat = v1.jitter[:, 2]
+    assert sat.min() >= 0.8 and sat.max() <= 1.2
+    # Every draw is a function of the generator: two halves of the rows give the whole view.
+    video = random_clips((8, 3, 2, 16, 16))
+    for view in (0, 1):
+        p = draw_configured_view(cfg, view, 8, gen(11))
+        whole = apply_view(video, p)
+        assert torch.equal(whole, apply_view(video, draw_configured_view(cfg, view, 8, gen(11))))
+        halves = [apply_view(video[rows], p.rows(rows)) for rows in (slice(0, 4), slice(4, 8))]
+        torch.testing.assert_close(torch.cat(halves), whole, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="view"):
+        draw_configured_view(cfg, 2, 4, gen(0))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("jitter", [0.4, 0.4, 0.2]),
+        ("jitter", [0.4, 0.4, 0.2, 0.6]),
+        ("blur_prob", [1.0]),
+        ("solarize_prob", [0.0, 1.5]),
+        ("blur_sigma", [2.0, 0.1]),
+        ("gray_prob", -0.1),
+    ],
+)
+def test_views_config_rejects_bad_values_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"objective\.views\.{key}"):
+        from_dict({"objective": {"views": {key: value}}})

@@ -9,7 +9,7 @@ import torch
 from bwssl.analysis.results import read_results
 from bwssl.cli import main
 from bwssl.config import ConfigError, load_config
-from bwssl.data.transforms import normalize
+from bwssl.data.transforms import denormalize, normalize
 from bwssl.models import build_model
 from bwssl.models.heads import GlobalBatchNorm1d, Projector
 from bwssl.objectives import StepKey
@@ -71,6 +71,32 @@ def test_views_are_a_function_of_the_step_key_and_rows(objective, make_cfg):
         torch.testing.assert_close(full[2:], part)
     other = model.objective.prepare(video, StepKey(0, 1, 3, 4), torch.arange(4))
     assert not torch.equal(a.views[0], other.views[0])
+
+
+def test_each_view_gets_its_own_blur_and_solarize_probability(make_cfg):
+    """View 1 uses the first entry of a per-view probability, view 2 the second."""
+    still = [
+        "objective.name=barlow_twins",
+        "objective.views.scale=[1.0,1.0]",
+        "objective.views.ratio=[1.0,1.0]",
+        "objective.views.flip_prob=0.0",
+        "objective.views.jitter=0.0",
+    ]
+    cfg = make_cfg(*still, "objective.views.solarize_prob=[0.0,1.0]")
+    video = _video(cfg)
+    first, second = (
+        build_model(cfg).objective.prepare(video, StepKey(0, 0, 0, 4), torch.arange(4)).views
+    )
+    torch.testing.assert_close(first, video, atol=1e-5, rtol=0)
+    pixels = denormalize(video, channel_dim=1)
+    want = normalize(torch.where(pixels >= 0.5, 1 - pixels, pixels), channel_dim=1)
+    torch.testing.assert_close(second, want, atol=1e-5, rtol=0)
+    cfg = make_cfg(*still, "objective.views.blur_prob=[1.0,0.0]")
+    first, second = (
+        build_model(cfg).objective.prepare(video, StepKey(0, 0, 0, 4), torch.arange(4)).views
+    )
+    assert not torch.allclose(first, video, atol=1e-3) and first.std() < video.std()
+    torch.testing.assert_close(second, video, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("objective", JOINT)

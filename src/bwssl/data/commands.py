@@ -12,6 +12,10 @@
   F``): index a dataset and print its counts (classes, usable train/test
   videos, excluded short, unreadable, missing, partial, header disagreeing
   with the decoded frames) and the files behind them.
+- ``bwssl data summary images --root R [--workers N] --json``: list and
+  decode every image of an ImageFolder tree; classes, counts per split and
+  class, and every bad file (path and reason: unreadable, not an image).
+  ``cifar10`` / ``cifar100``: classes and counts per split of the pickles.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from tqdm import tqdm
 from bwssl.base.files import atomic_write_text
 from bwssl.config import DataConfig
 from bwssl.data.build import VIDEO_DATASETS, index_dataset
+from bwssl.data.cifar import summarize_cifar
 from bwssl.data.clips import VideoReadError
+from bwssl.data.images import summarize_image_folder
 from bwssl.data.ucf101 import SPLIT_DIR_NAME
 from bwssl.data.video_io import UNREADABLE_SUFFIX, VIDEO_EXTENSIONS, extract_frames
 from bwssl.errors import DataError
@@ -157,7 +163,34 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUMMARIES = ("images", "cifar10", "cifar100")
+"""Image datasets ``bwssl data summary`` reports on (the embedded set has nothing to check)."""
+
+
+def _cmd_image_summary(args: argparse.Namespace) -> int:
+    if args.root is None:
+        raise DataError(f"give --root (the {args.dataset} folder)")
+    if args.dataset == "images":
+        summary = summarize_image_folder(args.root, workers=args.workers)
+    else:
+        summary = summarize_cifar(args.dataset, args.root)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{args.dataset} at {summary['root']}: {summary['classes']} classes")
+    for split, counts in summary["splits"].items():
+        bad = f", {counts['unreadable']} unreadable" if counts.get("unreadable") else ""
+        print(f"  {split:6s} {counts['images']} images{bad}")
+    for bad_file in summary["bad_files"][:10]:
+        print(f"  bad: {bad_file['path']}: {bad_file['reason']}")
+    if len(summary["bad_files"]) > 10:
+        print(f"  ... {len(summary['bad_files']) - 10} more bad files (see --json)")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
+    if args.dataset in IMAGE_SUMMARIES:
+        return _cmd_image_summary(args)
     if args.root is None and args.frames_root is None:
         raise DataError(f"give --root (the {args.dataset} video folder)")
     cfg = DataConfig(
@@ -209,8 +242,8 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``bwssl data extract-frames`` and ``bwssl data summary`` to the main parser."""
     p = sub.add_parser(
         "data",
-        help="prepare and check video data",
-        description="Prepare (extract-frames) and check (summary) video data.",
+        help="prepare and check video and image data",
+        description="Prepare (extract-frames) and check (summary) video and image data.",
     )
     dsub = p.add_subparsers(dest="data_command", required=True)
 
@@ -240,11 +273,17 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser(
         "summary",
         help="index a data set and print its counts",
-        description="Probe every video of a split (cached) and print classes, usable videos, "
-        "and the excluded, unreadable and missing files.",
+        description="Probe every video of a split (cached) or decode every image, and print "
+        "classes, usable items, and the excluded, unreadable and missing files.",
     )
-    s.add_argument("dataset", choices=list(VIDEO_DATASETS), help="layout (docs/data.md)")
-    s.add_argument("--root", help="the dataset's video folder")
+    s.add_argument(
+        "dataset", choices=[*VIDEO_DATASETS, *IMAGE_SUMMARIES], help="layout (docs/data.md)"
+    )
+    s.add_argument(
+        "--root",
+        help="the dataset's video folder; images: the folder holding train/ and val/; CIFAR: "
+        "the unpacked pickles or their parent",
+    )
     s.add_argument(
         "--frames-root", help="ucf101: frame folders from extract-frames (used if given)"
     )
@@ -256,5 +295,11 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--num-frames", type=int, default=16, help="clip frames T (default 16)")
     s.add_argument("--frame-stride", type=int, default=4, help="clip frame stride (default 4)")
     s.add_argument("--cache-dir", help="where the index cache goes (data.cache_dir)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="images: parallel decoding processes (default 1)",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_cmd_summary)

@@ -1,8 +1,12 @@
 """Augmented views of a clip batch for joint-embedding objectives (Barlow Twins, VICReg, SimCLR).
 
-A view is a random resized crop (one box per clip, shared by all its frames),
-an optional horizontal flip and an optional colour jitter, applied to a
-normalized batch (B, C, T, H, W) on whatever device it lives on.
+A view is, in this order (the Barlow Twins pipeline): a random resized crop
+(one box per clip, shared by all its frames), a horizontal flip, a colour
+jitter (brightness, contrast, saturation, hue, in a fixed or a random
+order), grayscale, a Gaussian blur and solarization, applied to a normalized
+batch (B, C, T, H, W) on whatever device it lives on. Each step happens to a
+clip with its own probability; the photometric steps are those of
+:mod:`bwssl.data.photometric`, in [0, 1] pixel space.
 
 Two steps, so that every random draw is a pure function of a seeded generator
 and independent of how the batch is split over processes:
@@ -10,9 +14,11 @@ and independent of how the batch is split over processes:
 1. :func:`draw_view_params` draws the parameters of the GLOBAL batch from a
    ``torch.Generator`` (the caller seeds it from seed, epoch and step); each
    process takes its rows with :meth:`ViewParams.rows`.
+   :func:`draw_configured_view` does this from a ``ViewsConfig`` and the
+   view's index (0 or 1), which picks the per-view probabilities.
 2. :func:`apply_view` applies them: one batched ``F.affine_grid`` +
-   ``F.grid_sample`` call for crop, resize and flip, then the jitter as a few
-   elementwise ops.
+   ``F.grid_sample`` call for crop, resize and flip, then the photometric
+   steps as a few batched ops.
 
 Why not torchvision's ``RandomResizedCrop`` / ``ColorJitter``: torchvision is
 not a dependency of bwssl; its transforms draw from the global RNG one clip at
@@ -23,14 +29,20 @@ reproduced (and split by rows) without replaying the transform.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from bwssl.data.transforms import LUMA, denormalize, normalize
+from bwssl.data.photometric import colour_jitter, gaussian_blur, grayscale, solarize
+from bwssl.data.transforms import denormalize, normalize
+
+if TYPE_CHECKING:
+    from bwssl.config import ViewsConfig
 
 CROP_TRIES = 10
 """Candidate boxes drawn per clip; the first valid one is kept (torchvision tries 10 too)."""
@@ -48,11 +60,26 @@ class ViewParams:
       apply): three multiplicative factors (1 = unchanged) and a 0/1 flag;
       a clip is jittered only when its flag is 1. Saturation is ignored for
       clips that do not have 3 channels.
+    - ``hue``: (B,) float hue shift in turns, part of the jitter (0 = unchanged;
+      3-channel clips only).
+    - ``order``: (B, 4) int64, the order of the jitter's operations, a
+      permutation of 0 brightness, 1 contrast, 2 saturation, 3 hue.
+    - ``gray``: (B,) bool, convert to grayscale (after the jitter).
+    - ``blur``: (B,) float Gaussian blur sigma in pixels; 0 = no blur.
+    - ``solarize``: (B,) bool, invert pixels at or above half the range (last).
+
+    The fields after ``jitter`` default to "off" (no hue shift, the fixed
+    order 0 1 2 3, no grayscale, blur or solarization).
     """
 
     box: torch.Tensor
     flip: torch.Tensor
     jitter: torch.Tensor
+    hue: torch.Tensor | None = None
+    order: torch.Tensor | None = None
+    gray: torch.Tensor | None = None
+    blur: torch.Tensor | None = None
+    solarize: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.box.shape[0]
@@ -61,9 +88,29 @@ class ViewParams:
                 f"ViewParams needs box (B, 4), flip (B,), jitter (B, 4); got "
                 f"{tuple(self.box.shape)}, {tuple(self.flip.shape)}, {tuple(self.jitter.shape)}"
             )
+        device = self.box.device
+        defaults = {
+            "hue": torch.zeros(n, device=device),
+            "order": torch.arange(4, device=device).expand(n, 4),
+            "gray": torch.zeros(n, dtype=torch.bool, device=device),
+            "blur": torch.zeros(n, device=device),
+            "solarize": torch.zeros(n, dtype=torch.bool, device=device),
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, default)
+            elif value.shape != default.shape:
+                raise ValueError(
+                    f"ViewParams needs {name} of shape {tuple(default.shape)}; "
+                    f"got {tuple(value.shape)}"
+                )
 
     def __len__(self) -> int:
         return self.box.shape[0]
+
+    def _fields(self) -> list[torch.Tensor]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
     def rows(self, index: torch.Tensor | Sequence[int] | slice) -> ViewParams:
         """The params of these rows (an index or bool tensor, a sequence of ints or a slice)."""
@@ -71,11 +118,11 @@ class ViewParams:
             index = torch.as_tensor(index, device=self.box.device)
             if index.dim() == 0:
                 index = index.unsqueeze(0)
-        return ViewParams(self.box[index], self.flip[index], self.jitter[index])
+        return ViewParams(*(f[index] for f in self._fields()))
 
     def to(self, device: torch.device | str) -> ViewParams:
         """The same params on ``device``."""
-        return ViewParams(self.box.to(device), self.flip.to(device), self.jitter.to(device))
+        return ViewParams(*(f.to(device) for f in self._fields()))
 
 
 def _check_range(name: str, value: tuple[float, float], low: float, high: float | None) -> None:
@@ -100,8 +147,13 @@ def draw_view_params(
     scale: tuple[float, float] = (0.3, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     flip_prob: float = 0.5,
-    jitter: float = 0.4,
+    jitter: float | Sequence[float] = 0.4,
     jitter_prob: float = 0.8,
+    jitter_order: str = "fixed",
+    gray_prob: float = 0.0,
+    blur_prob: float = 0.0,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    solarize_prob: float = 0.0,
 ) -> ViewParams:
     """Draw the view parameters of ``batch`` clips from ``gen`` (on the generator's device).
 
@@ -114,20 +166,37 @@ def draw_view_params(
     clips (bwssl's) and relative to the frame's aspect otherwise.
 
     Flip with probability ``flip_prob``. Colour jitter with probability
-    ``jitter_prob``, with brightness, contrast and saturation factors uniform
-    in ``[1 - jitter, 1 + jitter]`` (``jitter=0``: exactly 1, no change).
+    ``jitter_prob``: ``jitter`` is one strength j for brightness, contrast and
+    saturation (no hue), or four strengths (brightness, contrast, saturation,
+    hue); each factor is uniform in ``[1 - j, 1 + j]`` (j = 0: exactly 1, no
+    change) and the hue shift uniform in ``[-h, h]`` turns (h <= 0.5), as
+    torchvision's ``ColorJitter``. ``jitter_order``: ``fixed`` applies them
+    in that order, ``random`` in a uniformly random order per clip (as
+    torchvision). Grayscale with probability ``gray_prob``; Gaussian blur with
+    probability ``blur_prob``, sigma uniform in ``blur_sigma`` pixels;
+    solarization with probability ``solarize_prob``.
 
     The number and order of draws depend only on ``batch``, so the same seed
-    gives the same params whatever the arguments' outcomes.
+    gives the same params whatever the arguments' outcomes; the draws for the
+    hue, order, grayscale, blur and solarization come after those of crop,
+    flip and jitter, so adding them leaves those unchanged.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise ValueError(f"batch must be a non-negative int; got {batch!r}")
     _check_range("scale", scale, 0.0, 1.0)
     _check_range("ratio", ratio, 0.0, None)
-    _check_prob("flip_prob", flip_prob)
-    _check_prob("jitter_prob", jitter_prob)
-    if not 0.0 <= jitter < 1.0:
-        raise ValueError(f"jitter must lie in [0, 1); got {jitter}")
+    for name, p in (
+        ("flip_prob", flip_prob),
+        ("jitter_prob", jitter_prob),
+        ("gray_prob", gray_prob),
+        ("blur_prob", blur_prob),
+        ("solarize_prob", solarize_prob),
+    ):
+        _check_prob(name, p)
+    _check_range("blur_sigma", blur_sigma, 0.0, None)
+    strengths = jitter_strengths(jitter)
+    if jitter_order not in ("fixed", "random"):
+        raise ValueError(f"jitter_order must be 'fixed' or 'random'; got {jitter_order!r}")
 
     device = gen.device
 
@@ -161,9 +230,75 @@ def draw_view_params(
 
     flip = uniform(batch) < flip_prob
 
-    factors = 1.0 + jitter * (2.0 * uniform(batch, 3) - 1.0)
+    if len(set(strengths[:3])) == 1:  # one strength: the same arithmetic as a scalar
+        factors = 1.0 + strengths[0] * (2.0 * uniform(batch, 3) - 1.0)
+    else:
+        j = torch.tensor(strengths[:3], device=device)
+        factors = 1.0 + j * (2.0 * uniform(batch, 3) - 1.0)
     apply = (uniform(batch) < jitter_prob).to(factors.dtype)
-    return ViewParams(box, flip, torch.cat([factors, apply[:, None]], dim=1))
+
+    hue = strengths[3] * (2.0 * uniform(batch) - 1.0)
+    order = uniform(batch, 4).argsort(dim=1)
+    if jitter_order == "fixed":
+        order = torch.arange(4, device=device).expand(batch, 4)
+    gray = uniform(batch) < gray_prob
+    blurred = uniform(batch) < blur_prob
+    sigma = blur_sigma[0] + (blur_sigma[1] - blur_sigma[0]) * uniform(batch)
+    sigma = torch.where(blurred, sigma, torch.zeros_like(sigma))
+    solarized = uniform(batch) < solarize_prob
+    return ViewParams(
+        box,
+        flip,
+        torch.cat([factors, apply[:, None]], dim=1),
+        hue=hue,
+        order=order,
+        gray=gray,
+        blur=sigma,
+        solarize=solarized,
+    )
+
+
+def jitter_strengths(jitter: float | Sequence[float]) -> tuple[float, float, float, float]:
+    """(brightness, contrast, saturation, hue) strengths of ``jitter``: one number j means
+    (j, j, j, 0); four numbers are taken as they are. Raises ValueError when out of range:
+    the first three in [0, 1), the hue in [0, 0.5]."""
+    if isinstance(jitter, (int, float)):
+        values = (float(jitter),) * 3 + (0.0,)
+    else:
+        values = tuple(float(v) for v in jitter)
+        if len(values) != 4:
+            raise ValueError(
+                f"jitter must be one strength or four (brightness, contrast, saturation, hue); "
+                f"got {list(jitter)}"
+            )
+    if not all(0.0 <= v < 1.0 for v in values[:3]) or not 0.0 <= values[3] <= 0.5:
+        raise ValueError(
+            f"jitter strengths must lie in [0, 1) (hue in [0, 0.5]); got {list(values)}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def draw_configured_view(
+    cfg: ViewsConfig, view: int, batch: int, gen: torch.Generator
+) -> ViewParams:
+    """:func:`draw_view_params` with the settings of ``cfg`` for view ``view`` (0 or 1), which
+    selects the per-view blur and solarization probabilities."""
+    if view not in (0, 1):
+        raise ValueError(f"view must be 0 or 1; got {view!r}")
+    return draw_view_params(
+        batch,
+        gen,
+        scale=(cfg.scale[0], cfg.scale[1]),
+        ratio=(cfg.ratio[0], cfg.ratio[1]),
+        flip_prob=cfg.flip_prob,
+        jitter=cfg.jitter,
+        jitter_prob=cfg.jitter_prob,
+        jitter_order=cfg.jitter_order,
+        gray_prob=cfg.gray_prob,
+        blur_prob=cfg.blur_prob[view],
+        blur_sigma=(cfg.blur_sigma[0], cfg.blur_sigma[1]),
+        solarize_prob=cfg.solarize_prob[view],
+    )
 
 
 def _crop_flip(video: torch.Tensor, box: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -192,37 +327,19 @@ def _crop_flip(video: torch.Tensor, box: torch.Tensor, flip: torch.Tensor) -> to
     return out.view(b, c, t, h, w)
 
 
-def _gray(pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, H, W) luma of 3-channel pixels; the mean channel otherwise."""
-    if pixels.shape[1] == 3:
-        weights = torch.tensor(LUMA, dtype=pixels.dtype, device=pixels.device)
-        return (pixels * weights.view(1, 3, 1, 1, 1)).sum(dim=1, keepdim=True)
-    return pixels.mean(dim=1, keepdim=True)
-
-
-def _color_jitter(video: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation (fixed order) on [0, 1] pixels, clamped after each."""
-    shape = (-1, 1, 1, 1, 1)
-    bright, contrast, sat = (f.view(shape) for f in factors.unbind(1))
-    x = denormalize(video, channel_dim=1)
-    x = (x * bright).clamp(0.0, 1.0)
-    mean = _gray(x).mean(dim=(1, 2, 3, 4), keepdim=True)  # one mean per clip, all frames
-    x = (contrast * x + (1.0 - contrast) * mean).clamp(0.0, 1.0)
-    if x.shape[1] == 3:
-        x = (sat * x + (1.0 - sat) * _gray(x)).clamp(0.0, 1.0)
-    return normalize(x, channel_dim=1)
-
-
 def apply_view(video: torch.Tensor, params: ViewParams) -> torch.Tensor:
     """The view ``params`` of a normalized batch ``video`` (B, C, T, H, W); same shape and dtype.
 
     Crop + resize + flip is one ``grid_sample`` over the batch reshaped to
-    (B, C*T, H, W), so every frame of a clip uses the clip's box. Jitter works
-    in [0, 1] pixel space (:func:`~bwssl.data.transforms.denormalize`, clamp
-    after each step, :func:`~bwssl.data.transforms.normalize`); the contrast
-    mean is taken over the whole clip, so all frames get the same colour map.
-    Clips whose flag is 0 or whose factors are all 1 are left exactly as
-    cropped. Half-precision input is processed in float32 and cast back.
+    (B, C*T, H, W), so every frame of a clip uses the clip's box. The
+    photometric steps work in [0, 1] pixel space
+    (:func:`~bwssl.data.transforms.denormalize`, clamp after each jitter
+    step, :func:`~bwssl.data.transforms.normalize`): jitter (the contrast
+    mean is taken over the whole clip, so all frames get the same colour
+    map), grayscale, blur, solarization. Clips that no photometric step
+    touches (flag 0 or all factors 1 and hue 0, and no grayscale, blur or
+    solarization) are left exactly as cropped. Half-precision input is
+    processed in float32 and cast back.
     """
     if video.dim() != 5:
         raise ValueError(f"video must be (B, C, T, H, W); got shape {tuple(video.shape)}")
@@ -231,14 +348,34 @@ def apply_view(video: torch.Tensor, params: ViewParams) -> torch.Tensor:
     if len(params) != video.shape[0]:
         raise ValueError(f"params has {len(params)} rows for a batch of {video.shape[0]} clips")
     work = video.dtype if video.dtype in (torch.float32, torch.float64) else torch.float32
-    # Decide on the params' own device (usually CPU) whether any clip is jittered: no device sync.
-    active = (params.jitter[:, 3] != 0) & (params.jitter[:, :3] != 1).any(dim=1)
-    any_active = bool(active.any())
+    # Decide on the params' own device (usually CPU) which clips change colour: no device sync.
+    jittered = (params.jitter[:, 3] != 0) & (
+        (params.jitter[:, :3] != 1).any(dim=1) | (params.hue != 0)
+    )
+    blurred = params.blur > 0
+    touched = jittered | params.gray | blurred | params.solarize
 
     device = video.device
     x = video.to(work)
     out = _crop_flip(x, params.box.to(device, work), params.flip.to(device))
-    if any_active:
-        jittered = _color_jitter(out, params.jitter[:, :3].to(device, work))
-        out = torch.where(active.to(device).view(-1, 1, 1, 1, 1), jittered, out)
-    return out.to(video.dtype)
+    if not bool(touched.any()):
+        return out.to(video.dtype)
+
+    def where(rows: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        return torch.where(rows.to(device).view(-1, 1, 1, 1, 1), new, old)
+
+    pixels = denormalize(out, channel_dim=1)
+    if bool(jittered.any()):
+        factors = params.jitter[:, :3].to(device, work)
+        shifted = colour_jitter(pixels, factors, params.hue.to(device, work), params.order)
+        pixels = where(jittered, shifted, pixels)
+    if bool(params.gray.any()):
+        pixels = where(params.gray, grayscale(pixels), pixels)
+    if bool(blurred.any()):
+        rows = blurred.nonzero().squeeze(1)
+        pixels = pixels.clone()
+        sel = rows.to(device)
+        pixels[sel] = gaussian_blur(pixels[sel], params.blur[rows].to(device, work))
+    if bool(params.solarize.any()):
+        pixels = where(params.solarize, solarize(pixels), pixels)
+    return where(touched, normalize(pixels, channel_dim=1), out).to(video.dtype)

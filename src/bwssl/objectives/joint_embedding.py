@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bwssl.config import Config
-from bwssl.data.views import apply_view, draw_view_params
+from bwssl.data.views import apply_view, draw_configured_view
 from bwssl.models.backbone import Backbone
 from bwssl.models.heads import Projector
 from bwssl.models.pooling import build_pooling, head_input
@@ -21,19 +21,13 @@ VIEW_STREAMS = (4, 5)
 
 
 def augmented_view(
-    cfg: Config, video: torch.Tensor, key: StepKey, rows: torch.Tensor, stream: int
+    cfg: Config, video: torch.Tensor, key: StepKey, rows: torch.Tensor, view: int
 ) -> torch.Tensor:
-    """One augmented view (``objective.views``) of ``video``, the ``rows`` of ``key``'s global
-    batch, drawn from the key's generator ``stream``."""
-    v = cfg.objective.views
-    params = draw_view_params(
-        key.batch_size,
-        key.generator(stream),
-        scale=(v.scale[0], v.scale[1]),
-        ratio=(v.ratio[0], v.ratio[1]),
-        flip_prob=v.flip_prob,
-        jitter=v.jitter,
-        jitter_prob=v.jitter_prob,
+    """View ``view`` (0 or 1: per-view probabilities of ``objective.views`` differ) of
+    ``video``, the ``rows`` of ``key``'s global batch, drawn from the key's generator stream
+    for that view."""
+    params = draw_configured_view(
+        cfg.objective.views, view, key.batch_size, key.generator(VIEW_STREAMS[view])
     )
     return apply_view(video, params.rows(rows))
 
@@ -71,7 +65,7 @@ class JointEmbedding(Objective):
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
     ) -> StepData:
-        views = [augmented_view(self.cfg, video, key, rows, s) for s in VIEW_STREAMS]
+        views = [augmented_view(self.cfg, video, key, rows, v) for v in range(len(VIEW_STREAMS))]
         return StepData(views, [None, None])
 
     def loss(

@@ -12,9 +12,15 @@ from bwssl.models.backbone import Backbone
 from bwssl.models.heads import Projector
 from bwssl.models.pooling import head_input
 from bwssl.objectives.base import Objective, StepData, StepKey
-from bwssl.objectives.joint_embedding import VIEW_STREAMS, augmented_view, pooled_head
+from bwssl.objectives.joint_embedding import augmented_view, pooled_head
 
-DATA_CLASSES: dict[str, int] = {"ucf101": 101}
+DATA_CLASSES: dict[str, int] = {
+    "ucf101": 101,
+    "hmdb51": 51,
+    "ssv2": 174,
+    "cifar10": 10,
+    "cifar100": 100,
+}
 """Class counts of datasets that have a fixed one (others: their config, or
 ``objective.num_classes``)."""
 
@@ -25,7 +31,7 @@ def class_count(cfg: Config) -> int:
     ``objective.num_classes`` when neither says."""
     if cfg.objective.num_classes is not None:
         return cfg.objective.num_classes
-    if cfg.data.name == "synthetic":
+    if cfg.data.name in ("synthetic", "synthetic_images"):
         return cfg.data.synthetic_classes
     if cfg.data.name in DATA_CLASSES:
         return DATA_CLASSES[cfg.data.name]
@@ -72,7 +78,7 @@ class Supervised(Objective):
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
     ) -> StepData:
-        view = augmented_view(self.cfg, video, key, rows, VIEW_STREAMS[0]) if train else video
+        view = augmented_view(self.cfg, video, key, rows, 0) if train else video
         return StepData([view], [None])
 
     def logits(self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone) -> torch.Tensor:
