@@ -67,9 +67,7 @@ def test_training_sees_the_first_joint_embedding_view_and_evaluation_the_clip(ma
     objective = build_model(cfg).objective
     video, key = _video(cfg), StepKey(0, 2, 1, 4)
     train_step = objective.prepare(video, key, torch.arange(4))
-    assert torch.equal(
-        train_step.views[0], augmented_view(cfg, video, key, torch.arange(4), 0)
-    )
+    assert torch.equal(train_step.views[0], augmented_view(cfg, video, key, torch.arange(4), 0))
     assert torch.equal(objective.prepare(video, key, torch.arange(4), train=False).views[0], video)
 
 
