@@ -14,6 +14,8 @@ from typing import Any
 from bwssl.analysis.results import ResultRow, read_results
 from bwssl.base.files import atomic_write_text
 from bwssl.report.figures import PIXEL_OBJECTIVE, draw_all
+from bwssl.report.head_probe import has_head_rows
+from bwssl.report.head_probe import section as head_probe_section
 from bwssl.report.layerwise import has_layerwise
 from bwssl.report.layerwise import section as layerwise_section
 from bwssl.report.panels import UNTRAINED, objectives_of
@@ -273,6 +275,8 @@ def render(
     parts.append("</table>")
     if others:
         parts.append(objectives_table(rows))
+    if has_head_rows(rows):
+        parts.append(head_probe_section(rows))
     if has_layerwise(rows):
         parts.append(layerwise_section(rows))
     parts.append("<h2>Figures</h2>")
