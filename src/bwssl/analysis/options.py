@@ -123,7 +123,8 @@ class AnalysisOptions:
     features: list[str] = field(default_factory=lambda: list(FEATURE_KINDS))
     """Features ``probe_acc``, ``knn_acc`` and ``map`` read (any of :data:`FEATURE_KINDS`):
     ``head`` rows are named as :data:`HEAD_METRICS` says and exist only for runs whose heads
-    pool a vector other than the backbone's (none for decoders or ``pooling=backbone``)."""
+    pool a vector other than the backbone's (none for decoders, ``pooling=backbone``, or
+    ``gsp`` where the backbone's own pooling is a global average too)."""
     grating_clips: int = 240
     """Gratings per level (a seeded subsample of the protocol grid, balanced per factor)."""
     grating_folds: int = 5
