@@ -7,7 +7,8 @@ The section is drawn only when the results hold ``*_head`` rows
 table per metric with a ``backbone`` and a ``head`` line per regime; each cell is the mean
 over seeds of each run's mean over repeats (± the standard deviation with several seeds).
 The untrained reference counts for every objective on the backbone's features (the same
-encoder) but only for its own objective on the head's (heads belong to an objective).
+encoder) but only for its own objective on the head's (heads belong to an objective). Blocks
+without a head (all but the last in E2E) have no head cell.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ def section(rows: Sequence[ResultRow]) -> str:
         "<p>Each block read two ways: <b>backbone</b>, its output pooled by the backbone "
         "(what every other table reads), and <b>head</b>, the vector its local head pools "
         "before the projector (a CbE head's expanded features, the read-out of the blockwise "
-        "ResNet paper's released evaluation). Cells are the mean over seeds (\u00b1 their "
-        "standard deviation with several).</p>",
+        "ResNet paper's released evaluation). Only blocks with a head have head cells (E2E: "
+        "the last block). A wide expansion is a random-feature map even untrained, and lifts "
+        "a linear probe by itself: read the head lines against the untrained encoder's. "
+        "Cells are the mean over seeds (\u00b1 their standard deviation with several).</p>",
     ]
     several = len(groups(rows)) > 1
     for group in groups(rows):
