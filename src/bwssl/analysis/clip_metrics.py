@@ -12,6 +12,11 @@
   exp(s / ``knn_temperature``)) over repeat r's training subsample of the probe,
   top-1 on the test clips.
 - ``map``: retrieval mAP of the test clips' z_k.
+- ``probe_acc_head``, ``knn_acc_head``, ``map_head``: the same three on block k's
+  head vector instead of z_k (what its head pools before the projector, e.g. a
+  CbE head's expansion; :data:`~bwssl.analysis.options.HEAD_METRICS`), for
+  the blocks that have one of their own (``Features.head``); ``features``
+  chooses which of the two kinds are computed.
 
 A metric whose clips are too few (:mod:`~bwssl.analysis.requirements`) is skipped
 with one line saying why.
@@ -27,6 +32,8 @@ with one line saying why.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +42,7 @@ import numpy as np
 from bwssl.analysis.collapse import feature_std
 from bwssl.analysis.context import seeded_subset
 from bwssl.analysis.knn import knn_accuracy
+from bwssl.analysis.options import HEAD_METRICS
 from bwssl.analysis.probes import linear_probe_accuracy
 from bwssl.analysis.requirements import clips_needed, probe_needs, retrieval_needs
 from bwssl.analysis.retrieval import retrieval_map
@@ -43,7 +51,10 @@ from bwssl.data import build_dataset
 
 if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
+    from bwssl.analysis.features import Features
     from bwssl.config import DataConfig
+
+logger = logging.getLogger(__name__)
 
 
 METRICS_HANDLED: tuple[str, ...] = (
@@ -63,22 +74,52 @@ def _clips_id(data: DataConfig, split: str, seed: int) -> dict[str, Any]:
     return {"kind": "clips", "split": split, "seed": seed, "data": d}
 
 
+Kind = tuple[Callable[[str], str], Callable[["Features", int], "np.ndarray | None"]]
+"""A kind of features: the row name of a metric on it, and block k's array of an
+extraction (None: the block has none)."""
+
+
+def _kinds(ctx: RunContext, train: Features | None, test: Features) -> list[Kind]:
+    """The kinds of features the options ask for; the head kind only when some block has a
+    head vector of its own in ``test`` (and ``train``)."""
+    out: list[Kind] = []
+    if "backbone" in ctx.opt.features:
+        out.append((lambda m: m, lambda f, k: f.pooled[k]))
+    if "head" in ctx.opt.features:
+        own = set(test.head_blocks())
+        if train is not None:
+            own &= set(train.head_blocks())
+        if own:
+            out.append(
+                (HEAD_METRICS.__getitem__, lambda f, k: (f.head or [])[k] if k in own else None)
+            )
+        else:
+            logger.info("%s: no head pools a vector of its own; no head rows", ctx.src.name)
+    return out
+
+
 def run(ctx: RunContext) -> None:
     """The wanted action-clip metrics of ``ctx``'s model, on every block."""
     o, want, test = ctx.opt, ctx.want, ctx.test_clips
-    # tokens are kept whether or not cps is asked for, so every metric subset shares one
-    # cache entry for the test clips
+    # tokens are kept whether or not cps is asked for, and head vectors whenever they may be
+    # probed, so every metric subset shares one cache entry for the test clips
+    heads = "head" in o.features and bool(want.intersection(HEAD_METRICS))
     token_items = seeded_subset(len(test), o.cps_clips, o.seed, 1)
     ft = ctx.features(
-        test, _clips_id(ctx.data, "test", o.seed), "test clips", token_items=token_items
+        test,
+        _clips_id(ctx.data, "test", o.seed),
+        "test clips",
+        token_items=token_items,
+        heads=heads,
     )
     y_test = test.labels[ft.index]
     n_test = len(ft.index)
     if want.intersection(("probe_acc", "knn_acc")):
         train = build_dataset(ctx.data, "train", seed=o.seed)
-        fr = ctx.features(train, _clips_id(ctx.data, "train", o.seed), "train clips")
+        fr = ctx.features(train, _clips_id(ctx.data, "train", o.seed), "train clips", heads=heads)
         y_train = train.labels[fr.index]
         n = len(fr.index)
+        kinds = _kinds(ctx, fr, ft)
         for r in range(o.probe_repeats):
             rows = seeded_subset(n, round(o.probe_fraction * n), o.seed, 2, r)
             missing = probe_needs(y_train[rows], y_test)
@@ -87,31 +128,38 @@ def run(ctx: RunContext) -> None:
                     ctx.skip(metric, missing)
                 break
             for k in range(ctx.k):
-                if "probe_acc" in want:
-                    acc = linear_probe_accuracy(
-                        fr.pooled[k][rows],
-                        y_train[rows],
-                        ft.pooled[k],
-                        y_test,
-                        seed=o.seed + r,
-                        device=ctx.device,
-                        max_iter=o.probe_max_iter,
-                    )
-                    ctx.add("probe_acc", k + 1, acc, "action", r)
-                if "knn_acc" in want:
-                    acc = knn_accuracy(
-                        fr.pooled[k][rows],
-                        y_train[rows],
-                        ft.pooled[k],
-                        y_test,
-                        k=o.knn_k,
-                        temperature=o.knn_temperature,
-                        device=ctx.device,
-                    )
-                    ctx.add("knn_acc", k + 1, acc, "action", r)
+                for name, read in kinds:
+                    x_train, x_test = read(fr, k), read(ft, k)
+                    if x_train is None or x_test is None:
+                        continue
+                    if "probe_acc" in want:
+                        acc = linear_probe_accuracy(
+                            x_train[rows],
+                            y_train[rows],
+                            x_test,
+                            y_test,
+                            seed=o.seed + r,
+                            device=ctx.device,
+                            max_iter=o.probe_max_iter,
+                        )
+                        ctx.add(name("probe_acc"), k + 1, acc, "action", r)
+                    if "knn_acc" in want:
+                        acc = knn_accuracy(
+                            x_train[rows],
+                            y_train[rows],
+                            x_test,
+                            y_test,
+                            k=o.knn_k,
+                            temperature=o.knn_temperature,
+                            device=ctx.device,
+                        )
+                        ctx.add(name("knn_acc"), k + 1, acc, "action", r)
     if "map" in want and ctx.requires("map", retrieval_needs(y_test)):
         for k in range(ctx.k):
-            ctx.add("map", k + 1, retrieval_map(ft.pooled[k], y_test, device=ctx.device))
+            for name, read in _kinds(ctx, None, ft):
+                x = read(ft, k)
+                if x is not None:
+                    ctx.add(name("map"), k + 1, retrieval_map(x, y_test, device=ctx.device))
     if "cka_next" in want and ctx.requires("cka_next", clips_needed("CKA", n_test)):
         for k in range(ctx.k - 1):
             if o.cka in ("linear", "both"):

@@ -14,6 +14,14 @@ gradients, in batches, with a progress bar. What is kept:
   float16 when every value fits its range, else float32.
   CPS normalizes each token by itself (LayerNorm, L2), so fp16's relative
   rounding (5e-4) does not move it.
+- ``head`` (only when asked for, ``heads=True``): block k's head's pooled vector
+  before its projector or classifier
+  (:meth:`~bwssl.models.BlockwiseModel.head_features`: a CbE head's
+  ``objective.pool_width`` expanded features), for every clip: K entries,
+  (M, D'_k) float32, or None where block k has no such vector (a decoder)
+  or where it equals ``pooled`` (``objective.pooling=backbone``, or a global
+  average like the backbone's own pooling): probes of it would only repeat
+  those of ``pooled``.
 
 Clips that cannot be read are dropped; ``index`` says which dataset items
 the rows are.
@@ -23,7 +31,11 @@ of the checkpoint, not its path or mtime), the dataset's identity (its
 config, split, subsample, any occlusion: whatever decides the pixels) and
 the token subsample. A rerun with the same key loads the ``.npz`` instead of
 running the model; a file is written to a temporary name and renamed, so an
-interrupted run never leaves a torn cache entry.
+interrupted run never leaves a torn cache entry. Whether the head vectors were
+extracted is not part of the key: an entry without them is recomputed (and
+replaced) when they are asked for, and an entry with them serves requests
+without. Each entry records :data:`FEATURES_VERSION`; an entry of another
+format is never read, only recomputed.
 """
 
 from __future__ import annotations
@@ -47,13 +59,16 @@ from bwssl.models.blockwise import BlockwiseModel
 
 logger = logging.getLogger(__name__)
 
-FEATURES_VERSION = 2
-"""Bumped when what is stored (or how it is computed) changes: old cache entries are ignored."""
+FEATURES_VERSION = 3
+"""Bumped when what is stored (or how it is computed) changes: old cache entries are ignored
+(3: the heads' pooled vectors, and the version stored in every entry)."""
 
 VideoTransform = Callable[[torch.Tensor], torch.Tensor]
 """A function of a clip batch (B, C, T, H, W) applied before the model (e.g. an occluder)."""
 
 _FP16_MAX = 6.0e4
+_SAME_RTOL = 1e-4
+"""A head vector within this relative tolerance of the pooled features counts as the same."""
 
 
 @dataclass
@@ -69,10 +84,18 @@ class Features:
     tokens: list[np.ndarray]
     """K arrays (M_tok, N_k, D_k): block outputs of the ``token_index`` clips as tokens
     (float16 or float32)."""
+    head: list[np.ndarray | None] | None = None
+    """K entries (M, D'_k) float32: block k's head's pooled vector per kept clip, None where
+    block k has none distinct from ``pooled`` (see the module docstring); None altogether
+    when the head vectors were not extracted."""
 
     @property
     def num_blocks(self) -> int:
         return len(self.pooled)
+
+    def head_blocks(self) -> list[int]:
+        """The blocks (0-based) with a head vector of their own."""
+        return [k for k, h in enumerate(self.head or ()) if h is not None]
 
 
 def files_sha256(paths: Sequence[str | Path]) -> str:
@@ -86,7 +109,8 @@ def files_sha256(paths: Sequence[str | Path]) -> str:
 def cache_key(
     encoder_digest: str, dataset_id: Mapping[str, Any], token_items: Sequence[int] = ()
 ) -> str:
-    """The cache key of (encoder content, dataset identity, token subsample)."""
+    """The cache key of (encoder content, dataset identity, token subsample) under this
+    :data:`FEATURES_VERSION`."""
     text = json.dumps(
         {
             "version": FEATURES_VERSION,
@@ -159,6 +183,7 @@ def extract_features(
     token_items: Sequence[int] = (),
     transform: VideoTransform | None = None,
     items: Sequence[int] | None = None,
+    heads: bool = False,
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "features",
@@ -168,7 +193,8 @@ def extract_features(
     ``dataset[i]`` is ``(video, label)``, a bare video (C, T, H, W), or None
     (unreadable: skipped). ``transform`` is applied to each batch on
     ``device`` before the model. Full tokens are kept for ``token_items``
-    (dataset indices). The model is put in eval mode.
+    (dataset indices); the heads' pooled vectors when ``heads`` (``Features.head``;
+    a CbE head costs about as much as its block). The model is put in eval mode.
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -179,6 +205,7 @@ def extract_features(
     )
     want = {int(i) for i in token_items}
     pooled: list[list[torch.Tensor]] = []
+    head_parts: list[list[torch.Tensor | None]] = []
     kept: list[torch.Tensor] = []
     tok: dict[int, torch.Tensor] = {}
     bar = tqdm(
@@ -201,6 +228,9 @@ def extract_features(
                 video = transform(video)
             outs = model.block_outputs(video)  # K block outputs
             pooled.append([model.pool(k, h).float().cpu() for k, h in enumerate(outs)])
+            if heads:
+                vecs = [model.head_features(k, h) for k, h in enumerate(outs)]
+                head_parts.append([None if v is None else v.float().cpu() for v in vecs])
             kept.append(idx)
             rows = [j for j, i in enumerate(idx.tolist()) if i in want]
             if rows:
@@ -221,7 +251,22 @@ def extract_features(
         else:
             t = np.zeros((0, 0, z[k].shape[1]), dtype=np.float32)
         tokens.append(t)
-    return Features(z, torch.cat(kept).numpy().astype(np.int64), token_index, tokens)
+    head = None
+    if heads:
+        head = [_own_vector([b[k] for b in head_parts], z[k]) for k in range(num_blocks)]
+    return Features(z, torch.cat(kept).numpy().astype(np.int64), token_index, tokens, head)
+
+
+def _own_vector(parts: list[torch.Tensor | None], pooled: np.ndarray) -> np.ndarray | None:
+    """A block's head vectors (M, D') from their batches, or None when the block has none or
+    they equal its ``pooled`` features (M, D) to float rounding."""
+    if not parts or any(v is None for v in parts):
+        return None
+    h = torch.cat([v for v in parts if v is not None]).numpy()
+    scale = float(np.abs(pooled).max(initial=0.0))
+    if h.shape == pooled.shape and np.allclose(h, pooled, rtol=_SAME_RTOL, atol=_SAME_RTOL * scale):
+        return None
+    return h
 
 
 class FeatureCache:
@@ -233,19 +278,36 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
 
-    def load(self, key: str) -> Features | None:
-        """The cached features of ``key``, or None (missing or unreadable: recomputed)."""
+    def load(self, key: str, heads: bool = False) -> Features | None:
+        """The cached features of ``key``, or None, to be recomputed: missing, unreadable,
+        of another :data:`FEATURES_VERSION`, or without the head vectors when ``heads``."""
         p = self.path(key)
         if not p.exists():
             return None
         try:
             with np.load(p, allow_pickle=False) as f:
+                version = int(f["version"]) if "version" in f.files else None
+                if version != FEATURES_VERSION:
+                    logger.warning(
+                        "ignoring feature cache %s of format %s (this is %d); recomputing",
+                        p,
+                        version or "1-2",
+                        FEATURES_VERSION,
+                    )
+                    return None
                 k = int(f["num_blocks"])
+                head = None
+                if bool(f["has_heads"]):
+                    own = {int(b) for b in f["head_blocks"]}
+                    head = [f[f"head_{i}"] if i in own else None for i in range(k)]
+                elif heads:
+                    return None
                 return Features(
                     [f[f"pooled_{i}"] for i in range(k)],
                     f["index"],
                     f["token_index"],
                     [f[f"tokens_{i}"] for i in range(k)],
+                    head,
                 )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             logger.warning("ignoring unreadable feature cache %s (%s)", p, e)
@@ -259,12 +321,16 @@ class FeatureCache:
             p,
             lambda f: np.savez(
                 f,
+                version=np.array(FEATURES_VERSION),
                 num_blocks=np.array(feats.num_blocks),
+                has_heads=np.array(feats.head is not None),
+                head_blocks=np.array(feats.head_blocks(), dtype=np.int64),
                 index=feats.index,
                 token_index=feats.token_index,
                 about=note,
                 **{f"pooled_{k}": z for k, z in enumerate(feats.pooled)},
                 **{f"tokens_{k}": t for k, t in enumerate(feats.tokens)},
+                **{f"head_{k}": (feats.head or [])[k] for k in feats.head_blocks()},
             ),
         )
         return p
@@ -279,9 +345,11 @@ def block_features(
     cache: FeatureCache | None,
     token_items: Sequence[int] = (),
     items: Sequence[int] | None = None,
+    heads: bool = False,
     **kwargs: Any,
 ) -> Features:
-    """:func:`extract_features`, read from ``cache`` when this exact extraction was done before.
+    """:func:`extract_features`, read from ``cache`` when this exact extraction was done before
+    (with the head vectors when ``heads``; an entry without them is then replaced).
 
     ``dataset_id`` must pin down every pixel the model sees (config, split,
     subsample, transform); ``encoder_digest`` the weights (e.g.
@@ -296,10 +364,12 @@ def block_features(
         ident["items"] = [int(i) for i in items]
     key = cache_key(encoder_digest, ident, token_items)
     if cache is not None:
-        hit = cache.load(key)
+        hit = cache.load(key, heads=heads)
         if hit is not None:
             return hit
-    feats = extract_features(model, dataset, token_items=token_items, items=items, **kwargs)
+    feats = extract_features(
+        model, dataset, token_items=token_items, items=items, heads=heads, **kwargs
+    )
     if cache is not None:
         cache.save(key, feats, {"encoder": encoder_digest, "dataset": dict(dataset_id)})
     return feats

@@ -28,6 +28,20 @@ METRICS: tuple[str, ...] = (
 )
 """Every metric of the suite, in the order they are computed."""
 
+HEAD_METRICS: dict[str, str] = {
+    "probe_acc": "probe_acc_head",
+    "knn_acc": "knn_acc_head",
+    "map": "map_head",
+}
+"""The metrics also computed on the heads' pooled vectors (``features`` includes ``head``),
+and the metric name of those rows: one name per kind of features keeps one value per row of
+the tidy table, and every reader of ``probe_acc`` reads the backbone's features as before."""
+
+FEATURE_KINDS: tuple[str, ...] = ("backbone", "head")
+"""What the probes can read: ``backbone``, each block's output pooled by the backbone (the
+token mean of the ViT, the global average of a ResNet); ``head``, the vector its head pools
+before the projector (a CbE head's expansion), where the run's heads have one of their own."""
+
 RESULTS_VERSION = 2
 """Bumped when a metric's definition changes: cached per-run results are recomputed (2: masks
 of ``mse`` drawn from the step key; ``local_loss``; the ``objective`` column)."""
@@ -108,6 +122,11 @@ class AnalysisOptions:
     ``knn_acc`` from ``metrics`` to skip the kNN monitor."""
     knn_temperature: float = 0.07
     """``knn_acc``: T of the neighbours' votes exp(cosine similarity / T)."""
+    features: list[str] = field(default_factory=lambda: list(FEATURE_KINDS))
+    """Features ``probe_acc``, ``knn_acc`` and ``map`` read (any of :data:`FEATURE_KINDS`):
+    ``head`` rows are named as :data:`HEAD_METRICS` says and exist only for runs whose heads
+    pool a vector other than the backbone's (none for decoders, ``pooling=backbone``, or
+    ``gsp`` where the backbone's own pooling is a global average too)."""
     grating_clips: int = 240
     """Gratings per level (a seeded subsample of the protocol grid, balanced per factor)."""
     grating_folds: int = 5
@@ -170,6 +189,12 @@ class AnalysisOptions:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}': must be >= 1, got {getattr(self, name)}")
+        bad = [f for f in self.features if f not in FEATURE_KINDS]
+        if bad or not self.features:
+            raise ConfigError(
+                f"config key 'features': allowed: {', '.join(FEATURE_KINDS)} (one or both), "
+                f"got {self.features}"
+            )
         if not self.knn_temperature > 0 or not math.isfinite(self.knn_temperature):
             raise ConfigError(
                 f"config key 'knn_temperature': must be a finite number > 0, got "
@@ -197,6 +222,14 @@ class AnalysisOptions:
                 f"config key 'device': allowed: auto, cpu, cuda, cuda:N; got {self.device!r}"
             )
 
+    def produced_metrics(self) -> set[str]:
+        """The metric names of the rows these options compute (``metrics``, their backbone
+        rows when ``backbone`` is in ``features``, their head rows when ``head`` is)."""
+        out = {m for m in self.metrics if m not in HEAD_METRICS or "backbone" in self.features}
+        if "head" in self.features:
+            out |= {HEAD_METRICS[m] for m in self.metrics if m in HEAD_METRICS}
+        return out
+
     def result_identity(self, device: torch.device) -> dict[str, Any]:
         """The options that decide the numbers (not batch size, workers, progress, paths)."""
         out = asdict(self)
@@ -211,6 +244,7 @@ class AnalysisOptions:
         ):
             out.pop(name)
         out["metrics"] = sorted(set(self.metrics))
+        out["features"] = sorted(set(self.features))
         out["probe_solver"] = "sklearn" if device.type == "cpu" else "torch"
         return out
 

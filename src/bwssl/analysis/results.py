@@ -8,7 +8,10 @@ Columns (:data:`COLUMNS`):
 - ``block``: 1-based block index. For ``cka_next``, block k is the
   transition k -> k+1.
 - ``metric``: ``probe_acc``, ``knn_acc``, ``map``, ``mse``, ``probe_l1``, ``probe_l2``,
-  ``cka_next``, ``occdrop_l1``, ``occdrop_l2``, ``cps``, ``feature_std``, ...
+  ``cka_next``, ``occdrop_l1``, ``occdrop_l2``, ``cps``, ``feature_std``, ...;
+  ``probe_acc_head``, ``knn_acc_head`` and ``map_head`` are the first three on
+  the vector a block's head pools before its projector instead of the
+  backbone's pooled features.
 - ``target``: the label a probe decodes (``action``, ``sf``, ``sf_match``,
   ...); empty when the metric has none.
 - ``repeat``: repeat index (probe fits, occlusion locations); 0 when single.

@@ -28,8 +28,9 @@ with ``METRICS_HANDLED`` and ``run(ctx)`` on the run's
 metrics is wanted:
 
 - :mod:`bwssl.analysis.clip_metrics`: ``probe_acc``, ``knn_acc`` (the kNN monitor of
-  :mod:`bwssl.analysis.knn`), ``map``, ``cka_next``, ``cps``, ``feature_std`` (the
-  collapse measure) (action clips);
+  :mod:`bwssl.analysis.knn`), ``map`` (each also on the heads' pooled vectors:
+  ``probe_acc_head``, ``knn_acc_head``, ``map_head``), ``cka_next``, ``cps``,
+  ``feature_std`` (the collapse measure) (action clips);
 - :mod:`bwssl.analysis.local_losses`: ``local_loss``, ``mse``;
 - :mod:`bwssl.analysis.gratings`: ``probe_l1``, ``probe_l2``, ``occdrop_l1``,
   ``occdrop_l2``.
@@ -221,7 +222,7 @@ def analyze(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions) -> Pa
         new += rows
         new_skipped += skipped
     results = out_dir / "results.csv"
-    redone = set(options.metrics)
+    redone = options.produced_metrics()
     kept = [r for r in read_results(results) if not (r.run in names and r.metric in redone)]
     table = merge_rows(kept, new)
     write_results(results, table)

@@ -15,6 +15,8 @@ from bwssl.analysis.requirements import SKIPPED_FILE, SkippedMetric, read_skippe
 from bwssl.analysis.results import ResultRow, read_results
 from bwssl.base.files import atomic_write_text
 from bwssl.report.figures import PIXEL_OBJECTIVE, draw_all
+from bwssl.report.head_probe import has_head_rows
+from bwssl.report.head_probe import section as head_probe_section
 from bwssl.report.layerwise import has_layerwise
 from bwssl.report.layerwise import section as layerwise_section
 from bwssl.report.panels import UNTRAINED, objectives_of
@@ -277,6 +279,8 @@ def render(
     parts.append("</table>")
     if others:
         parts.append(objectives_table(rows))
+    if has_head_rows(rows):
+        parts.append(head_probe_section(rows))
     if has_layerwise(rows):
         parts.append(layerwise_section(rows))
     parts.append(skipped_section(skipped or []))

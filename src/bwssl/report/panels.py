@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from bwssl.analysis.options import HEAD_METRICS
 from bwssl.analysis.results import AggregateRow, ResultRow
 
 REGIME_ORDER: tuple[str, ...] = (
@@ -63,7 +64,7 @@ METRIC_LABELS: dict[str, str] = {
 RUN_KEYS: tuple[str, ...] = ("regime", "objective", "model", "num_blocks", "block", "metric")
 """Aggregation without the target: multi-target metrics are averaged over targets per run."""
 
-OBJECTIVE_METRICS: frozenset[str] = frozenset({"mse", "local_loss"})
+OBJECTIVE_METRICS: frozenset[str] = frozenset({"mse", "local_loss", *HEAD_METRICS.values()})
 """Metrics measured through the run's objective heads, not of the encoder alone."""
 
 UNTRAINED = "untrained"
