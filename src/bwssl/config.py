@@ -515,9 +515,16 @@ class Config:
                 "model.tubelet_size",
                 f"must divide data.num_frames={d.num_frames}, got {m.tubelet_size}",
             )
-        n_tokens = self.num_tokens
-        if round(n_tokens * (1 - self.mask.ratio)) < 1:
-            _fail("mask.ratio", f"leaves no visible token out of {n_tokens}; lower it")
+        from bwssl.data.masking import num_masked
+
+        t, h, w = self.token_grid
+        masked_over = h * w if self.mask.kind == "tube" else t * h * w
+        if num_masked(masked_over, self.mask.ratio) < 1:
+            _fail(
+                "mask.ratio",
+                f"masks no token: int({self.mask.ratio} x {masked_over}) = 0 "
+                f"({'spatial positions' if self.mask.kind == 'tube' else 'tokens'}); raise it",
+            )
         if self.data.name == "ucf101" and self.data.root is None and self.data.frames_root is None:
             _fail(
                 "data.root",
