@@ -30,7 +30,7 @@ def test_random_mask_counts_the_same_way() -> None:
 
 
 def test_a_ratio_that_masks_nothing_is_refused() -> None:
-    with pytest.raises(ConfigError, match="mask.ratio"):
+    with pytest.raises(ConfigError, match=r"mask\.ratio"):
         load_config("tiny-debug", ["data.crop_size=8", "mask.ratio=0.5"])  # 1 position
     cfg = load_config("tiny-debug", ["mask.ratio=0.9"])  # 16 positions: 14 hidden
     assert num_visible(16, cfg.mask.ratio) == 2

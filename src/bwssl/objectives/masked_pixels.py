@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bwssl.config import Config
-from bwssl.data.masking import make_mask, num_visible
+from bwssl.data.masking import make_mask
 from bwssl.data.transforms import denormalize
 from bwssl.models.backbone import Backbone, BlockInput
 from bwssl.models.decoder import Decoder
