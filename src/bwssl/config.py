@@ -80,6 +80,11 @@ class ModelConfig:
     rotates queries and keys by the tokens' (t, h, w) grid positions (10%, 25%, 25% of each
     head's dims, the rest unrotated), and no sinusoid position table is added to the tokens.
     Such models cannot be exported to Hugging Face VideoMAE."""
+    boundary_norm: bool = False
+    """A LayerNorm (eps 1e-6, affine) at the end of every block, not only the last: each
+    block's output, what the next block and block k's head read, is normalized. The paper's
+    side ablation (it found no notable difference). Such models cannot be exported to
+    Hugging Face VideoMAE."""
 
     def __post_init__(self) -> None:
         from bwssl.models.registry import BACKBONES  # the registry imports this module
