@@ -328,11 +328,13 @@ class TrainConfig:
     accum_steps: int = 1
     """Gradient accumulation: micro-batches per optimizer step."""
     lr: float = 1e-4
-    """Peak learning rate (before batch-size scaling)."""
+    """The learning rate: the peak of the schedule, or with ``lr_scale_batch`` the base rate
+    that the batch size scales (see :attr:`peak_lr`)."""
     lr_scale_batch: int | None = None
-    """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling)."""
+    """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling; VideoMAE
+    reads its lr this way with 256); null: ``lr`` is the peak itself."""
     min_lr: float = 1e-6
-    """Final learning rate of the cosine schedule."""
+    """Final learning rate of the cosine schedule (not scaled by the batch size)."""
     warmup_epochs: float = 0.0
     """Linear warmup length, in epochs, at the start of every stage."""
     weight_decay: float = 0.05
@@ -360,6 +362,11 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop each stage after this many steps (for smoke tests)."""
 
+    @property
+    def peak_lr(self) -> float:
+        """The schedule's peak: ``lr``, times ``batch_size / lr_scale_batch`` when that is set."""
+        return self.lr * (self.batch_size / self.lr_scale_batch if self.lr_scale_batch else 1.0)
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
@@ -377,6 +384,8 @@ class TrainConfig:
             _fail("train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.min_lr < 0:
             _fail("train.min_lr", f"must be >= 0, got {self.min_lr}")
+        if self.lr_scale_batch is not None and self.lr_scale_batch < 1:
+            _fail("train.lr_scale_batch", f"must be >= 1 or null, got {self.lr_scale_batch}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             _fail("train.betas", f"must be two numbers in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:

@@ -89,6 +89,24 @@ def test_results_have_every_metric_for_every_block(analysed):
         assert {r.target for r in mine if r.metric in ("map", "cka_next", "cps", "mse")} == {""}
 
 
+def test_grating_rows_carry_standard_errors_and_protocols(analysed):
+    rows = [r for r in read_results(analysed / "results.csv") if r.run == "simultaneous"]
+    probes = [r for r in rows if r.metric in ("probe_l1", "probe_l2")]
+    assert probes and all(r.stderr is not None and 0 <= r.stderr < 0.5 for r in probes)
+    assert {r.protocol for r in rows if r.metric == "probe_l1"} == {"48 clips,2 folds"}
+    drops = [r for r in rows if r.metric.startswith("occdrop")]
+    assert {r.protocol for r in drops} == {"per_clip,grey"}  # the paper's protocol by default
+    assert {r.repeat for r in drops} == {0}  # one probe over the mixed locations
+    assert {r.protocol for r in rows if r.metric == "mse"} == {"8 clips"}
+    assert all(r.stderr is None for r in rows if r.metric in ("map", "cka_next"))
+    setup = {r.target: r.value for r in rows if r.metric == "setup"}
+    assert {r.block for r in rows if r.metric == "setup"} == {0}
+    # tiny-debug: 4 frames, tubelet 2, 32 px / 8 px patches: a 2x4x4 grid, 0.75 hides 12 of 16
+    assert (setup["grid_t"], setup["grid_h"], setup["grid_w"]) == (2, 4, 4)
+    assert (setup["masked_per_frame"], setup["visible_tokens"]) == (12, 8)
+    assert setup["peak_lr"] == setup["lr"] == 1e-3 and setup["lr_scale_batch"] == 0
+
+
 def test_values_are_in_range(analysed):
     for r in read_results(analysed / "results.csv"):
         assert math.isfinite(r.value), r
@@ -164,13 +182,14 @@ def test_cli_analyze(analysed, runs, tmp_path, capsys):
     assert main(argv) == 0
     assert str(out / "results.csv") in capsys.readouterr().out
     rows = read_results(out / "results.csv")
-    assert {r.metric for r in rows} == {"map", "cps"}
+    assert {r.metric for r in rows} == {"map", "cps", "setup"}  # setup: always recorded
     ref = _index(read_results(analysed / "results.csv"))
     assert all(ref[k] == v for k, v in _index(rows).items())
     # another metric adds its rows and keeps the others
     assert main([*argv[:-2], "metrics=[cka_next]", "cka=rbf", "figures=false"]) == 0
     rows = read_results(out / "results.csv")
-    assert {(r.metric, r.target) for r in rows} == {("map", ""), ("cps", ""), ("cka_next", "rbf")}
+    measured = {(r.metric, r.target) for r in rows if r.metric != "setup"}
+    assert measured == {("map", ""), ("cps", ""), ("cka_next", "rbf")}
 
 
 def test_the_suite_itself_draws_no_figures(analysed, runs, tmp_path):
@@ -180,7 +199,7 @@ def test_the_suite_itself_draws_no_figures(analysed, runs, tmp_path):
     )
     assert opts.figures  # the command's option: bwssl analyze draws, suite.analyze does not
     assert suite.analyze([runs["e2e"]], out, opts) == out / "results.csv"
-    assert {r.metric for r in read_results(out / "results.csv")} == {"map"}
+    assert {r.metric for r in read_results(out / "results.csv")} == {"map", "setup"}
     assert not (out / "figures").exists()
 
 

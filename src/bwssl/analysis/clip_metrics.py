@@ -64,6 +64,7 @@ def run(ctx: RunContext) -> None:
         fr = ctx.features(train, _clips_id(ctx.data, "train", o.seed), "train clips")
         y_train = train.labels[fr.index]
         n = len(fr.index)
+        protocol = f"train fraction {o.probe_fraction:g}"
         for r in range(o.probe_repeats):
             rows = seeded_subset(n, round(o.probe_fraction * n), o.seed, 2, r)
             for k in range(ctx.k):
@@ -76,7 +77,7 @@ def run(ctx: RunContext) -> None:
                     device=ctx.device,
                     max_iter=o.probe_max_iter,
                 )
-                ctx.add("probe_acc", k + 1, acc, "action", r)
+                ctx.add("probe_acc", k + 1, acc, "action", r, protocol=protocol)
     if "map" in want:
         if np.bincount(y_test).max() < 2:
             logger.warning("%s: no two test clips share a label; no map rows", ctx.src.name)

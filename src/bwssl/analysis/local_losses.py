@@ -1,7 +1,8 @@
 """The local objectives' own losses on evaluation clips, per block with a head.
 
 - ``local_loss``: block k's local loss under the run's objective, through
-  block k's head, on ``mse_clips`` seeded test clips; the objective's step
+  block k's head, on ``mse_clips`` seeded test clips (all of them when
+  null; ``protocol`` says how many were scored); the objective's step
   inputs (masks, views) are drawn from ``seed`` for those clips as one
   global batch (so the numbers do not depend on ``batch_size``), in their
   evaluation form (masked pixels: every masked token rebuilt). Losses built
@@ -53,7 +54,8 @@ def run(ctx: RunContext) -> None:
             ctx.src.name,
             ctx.src.config.objective.name,
         )
-    items = seeded_subset(len(test), o.mse_clips, o.seed, 3)
+    size = len(test) if o.mse_clips is None else o.mse_clips
+    items = seeded_subset(len(test), size, o.seed, 3)
     key = StepKey(o.seed, 0, 0, len(items))
     row_of = {int(i): j for j, i in enumerate(items)}
     final = objective.targets
@@ -80,8 +82,9 @@ def run(ctx: RunContext) -> None:
             f"{ctx.src.name}: no batch of at least {objective.min_batch} readable "
             "test clips for the local losses; raise mse_clips or batch_size"
         )
+    protocol = f"{count} clips"
     for j, k in enumerate(model.head_blocks):
         if "local_loss" in ctx.want:
-            ctx.add("local_loss", k + 1, sums[0, j] / count)
+            ctx.add("local_loss", k + 1, sums[0, j] / count, protocol=protocol)
         if "mse" in ctx.want and pixels:
-            ctx.add("mse", k + 1, sums[-1, j] / count)
+            ctx.add("mse", k + 1, sums[-1, j] / count, protocol=protocol)

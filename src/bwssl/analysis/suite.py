@@ -30,6 +30,9 @@ metrics is wanted:
 - :mod:`bwssl.analysis.gratings`: ``probe_l1``, ``probe_l2``, ``occdrop_l1``,
   ``occdrop_l2``.
 
+Every run also gets its ``setup`` rows (:mod:`bwssl.analysis.run_setup`: token
+grid, masking count, learning-rate recipe), whatever the metrics.
+
 What each option does: :class:`~bwssl.analysis.options.AnalysisOptions`.
 """
 
@@ -50,7 +53,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from bwssl.analysis import clip_metrics, gratings, local_losses
+from bwssl.analysis import clip_metrics, gratings, local_losses, run_setup
 from bwssl.analysis import features as feat
 from bwssl.analysis.context import MetricFamily, RunContext
 from bwssl.analysis.options import RESULTS_VERSION, AnalysisOptions
@@ -131,6 +134,7 @@ def analyze_source(
         for family in FAMILIES:
             if ctx.want.intersection(family.METRICS_HANDLED):
                 family.run(ctx)
+        run_setup.run(ctx)
         rows = ctx.rows
     hits = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if hits:
@@ -193,7 +197,7 @@ def analyze(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions) -> Pa
             )
         new += rows
     results = out_dir / "results.csv"
-    redone = set(options.metrics)
+    redone = {*options.metrics, run_setup.METRIC}
     kept = [r for r in read_results(results) if not (r.run in names and r.metric in redone)]
     table = merge_rows(kept, new)
     write_results(results, table)

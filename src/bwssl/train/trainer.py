@@ -346,9 +346,7 @@ class Trainer:
         loader = make_loader(
             data, sampler, cfg.train.num_workers, pin_memory=self.device.type == "cuda"
         )
-        peak = cfg.train.lr * (
-            cfg.train.batch_size / cfg.train.lr_scale_batch if cfg.train.lr_scale_batch else 1.0
-        )
+        peak = cfg.train.peak_lr
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
         run_total = self.run_length(steps_per_epoch)
 
