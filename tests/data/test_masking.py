@@ -9,7 +9,7 @@ from bwssl.config import ConfigError, load_config
 from bwssl.data.masking import num_masked, num_visible, random_mask, tube_mask
 
 
-def test_8x16x16_grid_at_0_9_keeps_7_positions_per_frame_group() -> None:
+def test_64_positions_at_0_9_keep_7_as_videomae() -> None:
     assert num_masked(64, 0.9) == 57  # int(57.6)
     assert num_visible(64, 0.9) == 7
     # the released evaluation code's grid: tubelet 2, 8-pixel patches on 16x128x128 clips
@@ -17,7 +17,8 @@ def test_8x16x16_grid_at_0_9_keeps_7_positions_per_frame_group() -> None:
     assert mask.shape == (3, 2048)
     visible = (~mask).sum(dim=1)
     assert visible.tolist() == [8 * (256 - int(0.9 * 256))] * 3  # 8 x 26
-    # the paper text's grid, 2x8x8: 64 positions per frame group keep 7
+    # the paper text's 8x16x16 tubelets on 16x128x128 clips: a 2x8x8 grid, 64 positions
+    # per frame group keep 7
     mask = tube_mask(2, (2, 8, 8), 0.9, torch.Generator().manual_seed(1))
     assert (~mask).sum(dim=1).tolist() == [14, 14]
     per_t = (~mask).view(2, 2, 64)
