@@ -182,14 +182,13 @@ def test_cli_analyze(analysed, runs, tmp_path, capsys):
     assert main(argv) == 0
     assert str(out / "results.csv") in capsys.readouterr().out
     rows = read_results(out / "results.csv")
-    assert {r.metric for r in rows} == {"map", "cps", "setup"}  # setup: always recorded
+    assert {r.metric for r in rows} == {"map", "cps"}
     ref = _index(read_results(analysed / "results.csv"))
     assert all(ref[k] == v for k, v in _index(rows).items())
     # another metric adds its rows and keeps the others
     assert main([*argv[:-2], "metrics=[cka_next]", "cka=rbf", "figures=false"]) == 0
     rows = read_results(out / "results.csv")
-    measured = {(r.metric, r.target) for r in rows if r.metric != "setup"}
-    assert measured == {("map", ""), ("cps", ""), ("cka_next", "rbf")}
+    assert {(r.metric, r.target) for r in rows} == {("map", ""), ("cps", ""), ("cka_next", "rbf")}
 
 
 def test_the_suite_itself_draws_no_figures(analysed, runs, tmp_path):
@@ -199,7 +198,7 @@ def test_the_suite_itself_draws_no_figures(analysed, runs, tmp_path):
     )
     assert opts.figures  # the command's option: bwssl analyze draws, suite.analyze does not
     assert suite.analyze([runs["e2e"]], out, opts) == out / "results.csv"
-    assert {r.metric for r in read_results(out / "results.csv")} == {"map", "setup"}
+    assert {r.metric for r in read_results(out / "results.csv")} == {"map"}
     assert not (out / "figures").exists()
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
 
 METRIC = "setup"
-"""The metric name of these rows (not one of the suite's measured metrics: always written)."""
+"""The metric name of these rows."""
+METRICS_HANDLED: tuple[str, ...] = (METRIC,)
 
 
 def facts(ctx: RunContext) -> dict[str, float]:

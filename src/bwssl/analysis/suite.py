@@ -29,9 +29,8 @@ metrics is wanted:
 - :mod:`bwssl.analysis.local_losses`: ``local_loss``, ``mse``;
 - :mod:`bwssl.analysis.gratings`: ``probe_l1``, ``probe_l2``, ``occdrop_l1``,
   ``occdrop_l2``.
-
-Every run also gets its ``setup`` rows (:mod:`bwssl.analysis.run_setup`: token
-grid, masking count, learning-rate recipe), whatever the metrics.
+- :mod:`bwssl.analysis.run_setup`: ``setup`` (no measurement: the token grid,
+  masking count and learning-rate recipe the numbers stand on).
 
 What each option does: :class:`~bwssl.analysis.options.AnalysisOptions`.
 """
@@ -72,7 +71,7 @@ from bwssl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-FAMILIES: tuple[MetricFamily, ...] = (clip_metrics, local_losses, gratings)
+FAMILIES: tuple[MetricFamily, ...] = (clip_metrics, local_losses, gratings, run_setup)
 """The metric families, in the order they run; together they handle every metric."""
 
 
@@ -134,7 +133,6 @@ def analyze_source(
         for family in FAMILIES:
             if ctx.want.intersection(family.METRICS_HANDLED):
                 family.run(ctx)
-        run_setup.run(ctx)
         rows = ctx.rows
     hits = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if hits:
@@ -197,7 +195,7 @@ def analyze(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions) -> Pa
             )
         new += rows
     results = out_dir / "results.csv"
-    redone = {*options.metrics, run_setup.METRIC}
+    redone = set(options.metrics)
     kept = [r for r in read_results(results) if not (r.run in names and r.metric in redone)]
     table = merge_rows(kept, new)
     write_results(results, table)
