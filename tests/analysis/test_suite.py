@@ -227,10 +227,12 @@ def test_hf_folder_is_analysed_like_the_run(analysed, runs, tmp_path):
     folder = export_hf(runs["simultaneous"], tmp_path / "hf-simultaneous")
     # an HF folder has no data config beyond the clip format: the options give the run's
     opts = options_from_overrides(
-        [*TINY_OPTIONS, *RUN_OVERRIDES, "hf_num_blocks=2", "metrics=[map,mse,cps]"]
+        [*TINY_OPTIONS, *RUN_OVERRIDES, "hf_num_blocks=2", "metrics=[map,mse,cps,setup]"]
     )
     rows = read_results(analyze([folder], tmp_path / "out", opts))
     assert {(r.regime, r.seed, r.num_blocks) for r in rows} == {("hf", 0, 2)}
+    facts = {r.target for r in rows if r.metric == "setup"}
+    assert "grid_t" in facts and "lr" not in facts  # an imported training is not ours to state
     assert (tmp_path / "out" / "figures" / "fig5_patch.png").exists()  # a regime without colour
     assert sorted(r.block for r in rows if r.metric == "mse") == [2]  # the exported decoder
     ref = _index(read_results(analysed / "results.csv"))

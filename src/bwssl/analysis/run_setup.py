@@ -10,7 +10,8 @@ recipe from the results rows alone:
   spatial positions of a tube mask, or hidden tokens of a random one): masked
   objectives only.
 - ``lr``, ``lr_scale_batch`` (0: none, ``lr`` is the peak), ``peak_lr``,
-  ``min_lr``, ``warmup_epochs``, ``batch_size``, ``epochs`` (per stage).
+  ``min_lr``, ``warmup_epochs``, ``batch_size``, ``epochs`` (per stage): runs
+  trained here only (not imported Hugging Face checkpoints).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def facts(ctx: RunContext) -> dict[str, float]:
         out["mask_ratio"] = cfg.mask.ratio
         out["masked_per_frame"] = num_masked(over, cfg.mask.ratio)
         out["visible_tokens"] = num_visible(over, cfg.mask.ratio) * (t if tube else 1)
+    if ctx.src.kind != "run":  # an imported checkpoint: its training is not ours to state
+        return out
     out.update(
         lr=tr.lr,
         lr_scale_batch=tr.lr_scale_batch or 0,
