@@ -72,9 +72,10 @@ def setup_sentence(facts: dict[str, float]) -> str:
             )
         else:
             lr = f"lr {_num(f['lr'])} as the peak (no batch scaling), batch {batch}"
+        warmup, epochs = f.get("warmup_epochs", 0), int(f.get("epochs", 0))
         lr += (
-            f", {_num(f.get('warmup_epochs', 0))} warmup epochs, cosine to "
-            f"{_num(f['min_lr'])}, {int(f.get('epochs', 0))} epochs per stage"
+            f", {_num(warmup)} warmup epoch{'' if warmup == 1 else 's'}, cosine to "
+            f"{_num(f['min_lr'])}, {epochs} epoch{'' if epochs == 1 else 's'} per stage"
         )
         parts.append(lr)
     return "; ".join(parts) + "."
