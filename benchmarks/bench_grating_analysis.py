@@ -19,6 +19,7 @@ both grids once (with ``data.cache_dir`` set the occluded pass reuses the
 rendered frames), and fit K x (targets) CV probes::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_grating_analysis.py --threads 1
+    python benchmarks/bench_grating_analysis.py --device cuda --threads 8 --forward-clips 512
 
 prints one JSON object (and writes it with ``--out``).
 """
@@ -54,6 +55,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--signal", type=float, default=0.3, help="class signal of the features")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the encoder runs and the probes are fitted (cuda: the torch L-BFGS solver)",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,6 +69,7 @@ def main() -> None:
         "train": args.train,
         "token_grid": list(cfg.token_grid),
         "threads": args.threads,
+        "device": args.device,
         "num_blocks": cfg.model.num_blocks,
     }
     sizes, render_s = {}, {}
@@ -81,9 +88,10 @@ def main() -> None:
     out["render_s_per_clip"] = render_s
 
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    device = torch.device(args.device)
+    model = build_model(cfg).eval().to(device)
     ds = datasets[1]
-    clips = torch.stack([ds[i] for i in range(args.batch)])  # (B, C, T, H, W)
+    clips = torch.stack([ds[i] for i in range(args.batch)]).to(device)  # (B, C, T, H, W)
     with torch.inference_mode():
         model.block_outputs(clips[:2])  # warm-up
         t0 = time.perf_counter()
@@ -92,6 +100,8 @@ def main() -> None:
             outs = model.block_outputs(clips)
             [model.pool(k, h) for k, h in enumerate(outs)]
             done += len(clips)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
     forward = (time.perf_counter() - t0) / done
     out["forward_s_per_clip"] = forward
 
@@ -101,7 +111,7 @@ def main() -> None:
         for name, y in ds.targets.items():
             x = _features(y, dim, args.signal, seed=len(probe_s))
             t0 = time.perf_counter()
-            cv_probe_fold_accuracies(x, y, folds=args.folds, device="cpu", solver="sklearn")
+            cv_probe_fold_accuracies(x, y, folds=args.folds, device=device)
             probe_s[f"l{level}:{name}"] = time.perf_counter() - t0
     out["probe_cv_s_per_target_block"] = probe_s
 
