@@ -39,6 +39,14 @@ def test_quick_run_end_to_end_and_rerun_trains_nothing(tmp_path, capsys):
     assert "probe accuracy gap e2e - simultaneous" in page
     assert "action probe gained over the untrained encoder" in page
     assert "<table" in page
+    # K=2: no late transitions; the setup the numbers stand on is stated
+    assert "no late transitions" in page and "Token grid 4x4x4" in page
+    assert "Training config (first run)" in page and "paper_model: tiny" in page
+
+    # `bwssl report` on its results.csv gives the very same page
+    again = tmp_path / "again.html"
+    assert main(["report", str(out / "analysis" / "results.csv"), "--out", str(again)]) == 0
+    assert again.read_text() == page
 
     # A rerun trains nothing: every run reports done and no checkpoint is rewritten.
     before = _checkpoint_times(out)
@@ -127,7 +135,11 @@ def test_e2e_runs_that_differ_only_in_k_are_trained_once(tmp_path, capsys):
     assert derived.keys() == direct.keys()
     assert all(torch.equal(derived[n], direct[n]) for n in direct)
     with (out / "analysis" / "results.csv").open() as f:
-        blocks = {r["block"] for r in csv.DictReader(f) if r["run"] == "e2e-k4-s0"}
+        blocks = {
+            r["block"]
+            for r in csv.DictReader(f)
+            if r["run"] == "e2e-k4-s0" and r["metric"] != "setup"  # setup facts: block 0
+        }
     assert blocks == {"1", "2", "3", "4"}
 
 

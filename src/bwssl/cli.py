@@ -1,4 +1,5 @@
-"""The ``bwssl`` command: train, analyze, run, bench, data, export-hf, layer-convergence.
+"""The ``bwssl`` command: train, analyze, run, report, bench, data, export-hf,
+layer-convergence.
 
 User errors (bad config, missing files) print one ``error:`` line and exit
 with status 2, never a traceback.
@@ -59,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     from bwssl.experiment import add_run_parser
     from bwssl.interop.commands import add_export_parser
     from bwssl.layer_convergence import add_layer_convergence_parser
+    from bwssl.report.commands import add_report_parser
 
     for add in (
         add_data_parser,
         add_analyze_parser,
         add_run_parser,
+        add_report_parser,
         add_export_parser,
         add_bench_parser,
         add_layer_convergence_parser,

@@ -80,6 +80,11 @@ class ModelConfig:
     rotates queries and keys by the tokens' (t, h, w) grid positions (10%, 25%, 25% of each
     head's dims, the rest unrotated), and no sinusoid position table is added to the tokens.
     Such models cannot be exported to Hugging Face VideoMAE."""
+    boundary_norm: bool = False
+    """A LayerNorm (eps 1e-6, affine) at the end of every block, not only the last: each
+    block's output, what the next block and block k's head read, is normalized. The paper's
+    side ablation (it found no notable difference). Such models cannot be exported to
+    Hugging Face VideoMAE."""
 
     def __post_init__(self) -> None:
         from bwssl.models.registry import BACKBONES  # the registry imports this module
@@ -391,15 +396,18 @@ class TrainConfig:
     (SGD with momentum and a layer-wise trust ratio: ``momentum``, ``lars_eta``; 1-D
     parameters get no weight decay and no trust ratio; ``betas`` is ignored)."""
     lr: float = 1e-4
-    """Peak learning rate of the weights (before batch-size scaling)."""
+    """Peak learning rate of the weights: the peak of the schedule, or with ``lr_scale_batch``
+    the base rate that the batch size scales (see :attr:`peak_lr`)."""
     lr_biases: float | None = None
     """Peak learning rate of the parameters without weight decay (biases and norm weights;
     with adamw also mask tokens), before batch-size scaling; they follow the weights'
     schedule scaled by lr_biases / lr. null: the same as ``lr``."""
     lr_scale_batch: int | None = None
-    """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling)."""
+    """If set, the peak LR is lr * batch_size / lr_scale_batch (linear scaling; VideoMAE
+    reads its lr this way with 256); null: ``lr`` is the peak itself."""
     min_lr: float = 1e-6
-    """Final learning rate of the cosine schedule (unless ``min_lr_ratio`` is set)."""
+    """Final learning rate of the cosine schedule (not scaled by the batch size; unless
+    ``min_lr_ratio`` is set)."""
     min_lr_ratio: float | None = None
     """If set, the cosine schedule ends at this fraction of the peak learning rate instead
     of the absolute ``min_lr`` (Barlow Twins: 0.001)."""
@@ -436,6 +444,11 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop each stage after this many steps (for smoke tests)."""
 
+    @property
+    def peak_lr(self) -> float:
+        """The schedule's peak: ``lr``, times ``batch_size / lr_scale_batch`` when that is set."""
+        return self.lr * (self.batch_size / self.lr_scale_batch if self.lr_scale_batch else 1.0)
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
@@ -466,6 +479,8 @@ class TrainConfig:
             _fail("train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.min_lr < 0:
             _fail("train.min_lr", f"must be >= 0, got {self.min_lr}")
+        if self.lr_scale_batch is not None and self.lr_scale_batch < 1:
+            _fail("train.lr_scale_batch", f"must be >= 1 or null, got {self.lr_scale_batch}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             _fail("train.betas", f"must be two numbers in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:
@@ -662,9 +677,16 @@ class Config:
                 "model.tubelet_size",
                 f"must divide data.num_frames={d.num_frames}, got {m.tubelet_size}",
             )
-        n_tokens = self.num_tokens
-        if round(n_tokens * (1 - self.mask.ratio)) < 1:
-            _fail("mask.ratio", f"leaves no visible token out of {n_tokens}; lower it")
+        from bwssl.data.masking import num_masked
+
+        t, h, w = self.token_grid
+        masked_over = h * w if self.mask.kind == "tube" else t * h * w
+        if num_masked(masked_over, self.mask.ratio) < 1:
+            _fail(
+                "mask.ratio",
+                f"masks no token: int({self.mask.ratio} x {masked_over}) = 0 "
+                f"({'spatial positions' if self.mask.kind == 'tube' else 'tokens'}); raise it",
+            )
         if self.data.name == "ucf101" and self.data.root is None and self.data.frames_root is None:
             _fail(
                 "data.root",

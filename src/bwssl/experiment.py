@@ -22,7 +22,6 @@ from bwssl.config import (
     ConfigError,
     apply_overrides,
     coerce,
-    dump_yaml,
     from_dict,
     load_raw,
 )
@@ -279,7 +278,7 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
         print(describe(runs, exp.requires_data_root))
         return None
     from bwssl.analysis import AnalysisOptions, analyze
-    from bwssl.report.html import write_report
+    from bwssl.report.html import report_from_results
     from bwssl.train.trainer import derive_e2e_run, train
 
     options = coerce(AnalysisOptions, apply_overrides({}, exp.analysis))
@@ -307,10 +306,9 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
             seconds, n = spent.get(r.config.objective.name, (0.0, 0))
             spent[r.config.objective.name] = (seconds + time.perf_counter() - t0, n + steps[i])
     results = analyze([out / "runs" / r.name for r in runs], out / "analysis", options)
-    # The training config of the first run of every objective.
-    firsts = {r.config.objective.name: r.config for r in reversed(runs)}
-    configs = [dump_yaml(firsts[o]) for o in exp.objectives if o in firsts]
-    report = write_report(out / "report.html", results, exp, configs)
+    # the same page as `bwssl report OUT/analysis/results.csv` (experiment.yaml and the first
+    # run's config of every objective are read back from OUT)
+    report = report_from_results(results, out / "report.html", exp.paper_model)
     print(f"report: {report}", file=sys.stderr)
     return report
 

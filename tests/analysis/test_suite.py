@@ -99,6 +99,24 @@ def test_results_have_every_metric_for_every_block(analysed):
         assert {r.target for r in mine if r.metric in ("map", "cka_next", "cps", "mse")} == {""}
 
 
+def test_grating_rows_carry_standard_errors_and_protocols(analysed):
+    rows = [r for r in read_results(analysed / "results.csv") if r.run == "simultaneous"]
+    probes = [r for r in rows if r.metric in ("probe_l1", "probe_l2")]
+    assert probes and all(r.stderr is not None and 0 <= r.stderr < 0.5 for r in probes)
+    assert {r.protocol for r in rows if r.metric == "probe_l1"} == {"48 clips,2 folds"}
+    drops = [r for r in rows if r.metric.startswith("occdrop")]
+    assert {r.protocol for r in drops} == {"per_clip,grey"}  # the paper's protocol by default
+    assert {r.repeat for r in drops} == {0}  # one probe over the mixed locations
+    assert {r.protocol for r in rows if r.metric == "mse"} == {"8 clips"}
+    assert all(r.stderr is None for r in rows if r.metric in ("map", "cka_next"))
+    setup = {r.target: r.value for r in rows if r.metric == "setup"}
+    assert {r.block for r in rows if r.metric == "setup"} == {0}
+    # tiny-debug: 4 frames, tubelet 2, 32 px / 8 px patches: a 2x4x4 grid, 0.75 hides 12 of 16
+    assert (setup["grid_t"], setup["grid_h"], setup["grid_w"]) == (2, 4, 4)
+    assert (setup["masked_per_frame"], setup["visible_tokens"]) == (12, 8)
+    assert setup["peak_lr"] == setup["lr"] == 1e-3 and setup["lr_scale_batch"] == 0
+
+
 def test_values_are_in_range(analysed):
     for r in read_results(analysed / "results.csv"):
         assert math.isfinite(r.value), r
@@ -219,10 +237,12 @@ def test_hf_folder_is_analysed_like_the_run(analysed, runs, tmp_path):
     folder = export_hf(runs["simultaneous"], tmp_path / "hf-simultaneous")
     # an HF folder has no data config beyond the clip format: the options give the run's
     opts = options_from_overrides(
-        [*TINY_OPTIONS, *RUN_OVERRIDES, "hf_num_blocks=2", "metrics=[map,mse,cps]"]
+        [*TINY_OPTIONS, *RUN_OVERRIDES, "hf_num_blocks=2", "metrics=[map,mse,cps,setup]"]
     )
     rows = read_results(analyze([folder], tmp_path / "out", opts))
     assert {(r.regime, r.seed, r.num_blocks) for r in rows} == {("hf", 0, 2)}
+    facts = {r.target for r in rows if r.metric == "setup"}
+    assert "grid_t" in facts and "lr" not in facts  # an imported training is not ours to state
     assert (tmp_path / "out" / "figures" / "fig5_patch.png").exists()  # a regime without colour
     assert sorted(r.block for r in rows if r.metric == "mse") == [2]  # the exported decoder
     ref = _index(read_results(analysed / "results.csv"))

@@ -11,12 +11,12 @@ torch tensors:
 The whole suite on trained runs is :func:`analyze` (runs, out, :class:`AnalysisOptions`),
 what ``bwssl analyze`` calls (the command then draws the figures). The rest lives in the
 submodules: ``similarity`` (also ``rbf_cka``), ``retrieval``, ``probes`` (linear and
-cross-validated probes, CPU sklearn or GPU torch), ``occlusion`` (pixel-space occluders),
+cross-validated probes, CPU sklearn or GPU torch), ``occlusion`` (pixel-space occluders, fixed or per clip),
 ``results`` (the tidy results table and its aggregation), ``collapse`` (the
 spread of features across clips); the suite itself is ``suite``
 (orchestration and per-run result cache), ``options``, ``sources`` (run and Hugging Face
 folders), ``context`` (the per-run context) and the metric families ``clip_metrics``,
-``local_losses`` and ``gratings``.
+``local_losses``, ``gratings`` and ``run_setup`` (the facts the numbers stand on).
 """
 
 from bwssl.analysis.occlusion import occdrop

@@ -120,6 +120,7 @@ def run(ctx: RunContext) -> None:
         y_train = train.labels[fr.index]
         n = len(fr.index)
         kinds = _kinds(ctx, fr, ft)
+        protocol = f"train fraction {o.probe_fraction:g}"
         for r in range(o.probe_repeats):
             rows = seeded_subset(n, round(o.probe_fraction * n), o.seed, 2, r)
             missing = probe_needs(y_train[rows], y_test)
@@ -142,7 +143,7 @@ def run(ctx: RunContext) -> None:
                             device=ctx.device,
                             max_iter=o.probe_max_iter,
                         )
-                        ctx.add(name("probe_acc"), k + 1, acc, "action", r)
+                        ctx.add(name("probe_acc"), k + 1, acc, "action", r, protocol=protocol)
                     if "knn_acc" in want:
                         acc = knn_accuracy(
                             x_train[rows],
@@ -153,7 +154,7 @@ def run(ctx: RunContext) -> None:
                             temperature=o.knn_temperature,
                             device=ctx.device,
                         )
-                        ctx.add(name("knn_acc"), k + 1, acc, "action", r)
+                        ctx.add(name("knn_acc"), k + 1, acc, "action", r, protocol=protocol)
     if "map" in want and ctx.requires("map", retrieval_needs(y_test)):
         for k in range(ctx.k):
             for name, read in _kinds(ctx, None, ft):

@@ -72,8 +72,18 @@ class RunContext:
         """The test split of the analysed data (built once, shared by the families)."""
         return build_dataset(self.data, "test", seed=self.opt.seed)
 
-    def add(self, metric: str, block: int, value: float, target: str = "", repeat: int = 0) -> None:
-        """Append one result row of this run (``block`` 1-based)."""
+    def add(
+        self,
+        metric: str,
+        block: int,
+        value: float,
+        target: str = "",
+        repeat: int = 0,
+        *,
+        stderr: float | None = None,
+        protocol: str = "",
+    ) -> None:
+        """Append one result row of this run (``block`` 1-based; 0 for ``setup`` facts)."""
         s = self.src
         self.rows.append(
             ResultRow(
@@ -88,6 +98,8 @@ class RunContext:
                 repeat,
                 float(value),
                 s.config.objective.name,
+                None if stderr is None else float(stderr),
+                protocol,
             )
         )
 

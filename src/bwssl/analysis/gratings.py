@@ -3,12 +3,19 @@
 
 - ``probe_l1``, ``probe_l2`` (target = grating label): stratified k-fold
   cross-validated probe accuracy on ``grating_clips`` Level 1 / Level 2
-  gratings.
-- ``occdrop_l1``, ``occdrop_l2`` (target = grating label, repeat = location):
-  for each of ``occlusion_locations`` patch locations (Level 1: one kept
-  patch; Level 2: one kept patch per hemifield), the gratings are occluded
-  in pixel space, their features recomputed, the same cross-validated probe
-  refitted, and ``(acc_full - acc_occluded) / acc_full`` recorded.
+  gratings (null: the full grids); ``stderr`` is the standard error over the
+  folds, ``protocol`` names the clips and folds.
+- ``occdrop_l1``, ``occdrop_l2`` (target = grating label):
+  ``(acc_full - acc_occluded) / acc_full`` where the occluded gratings keep
+  one patch (Level 1) or one patch per hemifield (Level 2), the rest filled
+  (``occlusion_fill``) in pixel space before tokenization, their features
+  recomputed and the same cross-validated probe refitted. With
+  ``occlusion=per_clip`` (the paper's protocol) every clip keeps its own
+  random location and one probe reads them all (repeat 0); with ``fixed``,
+  each of ``occlusion_locations`` locations is shared by all clips and has
+  its own probe (repeat = location). ``stderr`` is the standard error of the
+  per-fold drops (the folds of the full and occluded probes are the same
+  clips); ``protocol`` names the locations and the fill.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ import torch
 
 from bwssl.analysis import features as feat
 from bwssl.analysis.occlusion import (
+    OccludedClips,
     hemifield_pairs,
     keep_one_patch,
     keep_patch_per_hemifield,
     occdrop,
     patch_locations,
+    per_clip_cells,
 )
-from bwssl.analysis.probes import cv_probe_accuracy
+from bwssl.analysis.probes import cv_probe_fold_accuracies, fold_stderr
 from bwssl.analysis.requirements import cv_needs
 
 if TYPE_CHECKING:
@@ -101,9 +110,9 @@ def run_level(ctx: RunContext, level: int) -> None:
             )
         return
 
-    def accuracy(f: feat.Features, k: int, name: str) -> float:
+    def folds(f: feat.Features, k: int, name: str) -> np.ndarray:
         rows, y = targets[name]
-        return cv_probe_accuracy(
+        return cv_probe_fold_accuracies(
             f.pooled[k][rows],
             y,
             folds=o.grating_folds,
@@ -112,45 +121,89 @@ def run_level(ctx: RunContext, level: int) -> None:
             max_iter=o.probe_max_iter,
         )
 
-    acc_full = {(k, t): accuracy(full, k, t) for k in range(ctx.k) for t in targets}
+    full_folds = {(k, t): folds(full, k, t) for k in range(ctx.k) for t in targets}
+    n_folds = {len(v) for v in full_folds.values()}
+    probe_protocol = f"{len(full.index)} clips,{'/'.join(map(str, sorted(n_folds)))} folds"
     if f"probe_l{level}" in ctx.want:
-        for (k, t), acc in acc_full.items():
-            ctx.add(f"probe_l{level}", k + 1, acc, t)
+        for (k, t), acc in full_folds.items():
+            ctx.add(
+                f"probe_l{level}",
+                k + 1,
+                float(acc.mean()),
+                t,
+                stderr=fold_stderr(acc),
+                protocol=probe_protocol,
+            )
     if f"occdrop_l{level}" not in ctx.want:
         return
     gh, gw = ctx.model.backbone.grid[1:]
-    tub, patch = m.tubelet_size, m.patch_size
-    occluders: list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]] = []
-    if level == 1:
-        for loc in patch_locations((gh, gw), o.occlusion_locations, o.seed):
-            occluders.append((loc, lambda v, i=loc: keep_one_patch(v, i, tub, patch)))
-    elif gw % 2:
+    if level == 2 and gw % 2:
         logger.warning(
             "%s: %d patch columns cannot be split into hemifields; no occdrop_l2",
             ctx.src.name,
             gw,
         )
-    else:
-        for pair in hemifield_pairs((gh, gw), o.occlusion_locations, o.seed):
-            occluders.append(
-                (
-                    list(pair),
-                    lambda v, p=pair: keep_patch_per_hemifield(v, p[0], p[1], tub, patch),
-                )
-            )
-    for r, (where, occlude) in enumerate(occluders):
+        return
+    tub, patch = m.tubelet_size, m.patch_size
+    for r, (where, occluded, transform) in enumerate(_occlusions(ctx, ds, level, (gh, gw))):
         f = ctx.features(
-            ds,
-            {**ident, "keep_patches": where, "tubelet": tub, "patch": patch},
-            f"level {level} occluded {r + 1}/{len(occluders)}",
-            transform=occlude,
+            occluded,
+            {**ident, **where, "tubelet": tub, "patch": patch},
+            f"level {level} occluded {r + 1}",
+            transform=transform,
         )
         if not np.array_equal(f.index, full.index):
             raise RuntimeError("occluded and full gratings differ in readable clips")
-        for (k, t), acc in acc_full.items():
-            if acc == 0:
+        protocol = f"{o.occlusion},{o.occlusion_fill}"
+        for (k, t), acc in full_folds.items():
+            if acc.mean() == 0:
                 logger.warning(
                     "level %d %s block %d: probe accuracy 0, OccDrop undefined", level, t, k + 1
                 )
                 continue
-            ctx.add(f"occdrop_l{level}", k + 1, occdrop(acc, accuracy(f, k, t)), t, r)
+            occl = folds(f, k, t)
+            drops = np.array([occdrop(a, b) for a, b in zip(acc, occl, strict=True) if a > 0])
+            ctx.add(
+                f"occdrop_l{level}",
+                k + 1,
+                occdrop(float(acc.mean()), float(occl.mean())),
+                t,
+                r,
+                stderr=fold_stderr(drops) if len(drops) > 1 else None,
+                protocol=protocol,
+            )
+
+
+Occlusion = tuple[dict[str, Any], Any, Callable[[torch.Tensor], torch.Tensor] | None]
+"""(what identifies it in the feature cache, the dataset to extract, a batch transform)."""
+
+
+def _occlusions(ctx: RunContext, ds: Any, level: int, grid: tuple[int, int]) -> list[Occlusion]:
+    """The occluded versions of ``ds`` that ``ctx.opt`` asks for: one with a random location
+    per clip, or one per fixed location."""
+    o, m = ctx.opt, ctx.src.config.model
+    tub, patch, fill = m.tubelet_size, m.patch_size, o.occlusion_fill
+    if o.occlusion == "per_clip":
+        cells = per_clip_cells(len(ds), grid, hemifields=level == 2, seed=o.seed)
+        where = {"occlusion": "per_clip", "fill": fill, "cells_seed": o.seed}
+        return [(where, OccludedClips(ds, cells, tub, patch, fill), None)]
+    out: list[Occlusion] = []
+    if level == 1:
+        for loc in patch_locations(grid, o.occlusion_locations, o.seed):
+            out.append(
+                (
+                    {"keep_patches": loc, "fill": fill},
+                    ds,
+                    lambda v, i=loc: keep_one_patch(v, i, tub, patch, fill=fill),
+                )
+            )
+        return out
+    for pair in hemifield_pairs(grid, o.occlusion_locations, o.seed):
+        out.append(
+            (
+                {"keep_patches": list(pair), "fill": fill},
+                ds,
+                lambda v, p=pair: keep_patch_per_hemifield(v, p[0], p[1], tub, patch, fill=fill),
+            )
+        )
+    return out

@@ -1,7 +1,8 @@
 """The local objectives' own losses on evaluation clips, per block with a head.
 
 - ``local_loss``: block k's local loss under the run's objective, through
-  block k's head, on ``mse_clips`` seeded test clips; the objective's step
+  block k's head, on ``mse_clips`` seeded test clips (all of them when
+  null; ``protocol`` says how many were scored); the objective's step
   inputs (masks, views) are drawn from ``seed`` for those clips as one
   global batch (so the numbers do not depend on ``batch_size``), in their
   evaluation form (masked pixels: every masked token rebuilt). Losses built
@@ -53,7 +54,8 @@ def run(ctx: RunContext) -> None:
             ctx.src.name,
             ctx.src.config.objective.name,
         )
-    items = seeded_subset(len(test), o.mse_clips, o.seed, 3)
+    size = len(test) if o.mse_clips is None else o.mse_clips
+    items = seeded_subset(len(test), size, o.seed, 3)
     wanted = sorted(ctx.want & ({"local_loss", "mse"} if pixels else {"local_loss"}))
     few = clips_needed("the local loss", len(items), objective.min_batch)
     if few:
@@ -91,8 +93,9 @@ def run(ctx: RunContext) -> None:
                 "(raise mse_clips or batch_size)",
             )
         return
+    protocol = f"{count} clips"
     for j, k in enumerate(model.head_blocks):
         if "local_loss" in ctx.want:
-            ctx.add("local_loss", k + 1, sums[0, j] / count)
+            ctx.add("local_loss", k + 1, sums[0, j] / count, protocol=protocol)
         if "mse" in ctx.want and pixels:
-            ctx.add("mse", k + 1, sums[-1, j] / count)
+            ctx.add("mse", k + 1, sums[-1, j] / count, protocol=protocol)

@@ -1,26 +1,39 @@
-"""Occlusion sensitivity: keep one patch (or one per hemifield), black out the rest.
+"""Occlusion sensitivity: keep one patch (or one per hemifield), fill the rest.
 
 Clips are normalized (ImageNet statistics, :mod:`bwssl.data.transforms`) with
-shape (C, T, H, W) or (B, C, T, H, W). "Zeroed in pixel space" means the
-occluded pixels become black, i.e. pixel value 0 *before* normalization,
-which in the normalized clip is ``-mean / std`` per channel, not 0 (a
-normalized 0 is a mid-gray). Pass ``normalized=False`` for clips in [0, 1]
-pixels, which are then set to 0. Occlusion happens before tokenization and
-covers every frame; the kept patch is one spatial cell of the token grid
-(``patch`` x ``patch`` pixels), over all frames.
+shape (C, T, H, W) or (B, C, T, H, W). Two fills (:data:`Fill`):
+
+- ``grey`` (the paper's protocol): the occluded pixels are 0 in the model's
+  input space, i.e. 0 in the normalized clip, the mean pixel (a mid-grey).
+- ``black``: pixel value 0 *before* normalization, which in the normalized
+  clip is ``-mean / std`` per channel.
+
+Pass ``normalized=False`` for clips in [0, 1] pixels. Occlusion happens
+before tokenization and covers every frame; the kept patch is one spatial
+cell of the token grid (``patch`` x ``patch`` pixels), over all frames.
 
 Patch indices are row-major over the spatial token grid (w fastest), the same
-order as the tokens of one frame slice.
+order as the tokens of one frame slice. Where the patch is kept: a few fixed
+locations shared by all clips (:func:`patch_locations`,
+:func:`hemifield_pairs`; one probe per location), or one random location per
+clip (:func:`per_clip_cells`, the paper's protocol: one probe over mixed
+locations, which must read the stimulus wherever the window is), applied by
+:class:`OccludedClips`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from bwssl.data.transforms import normalize
+from bwssl.data.transforms import denormalize, normalize
+
+Fill = Literal["grey", "black"]
+"""What occluded pixels become: ``grey`` (0 in the model's input space, the mean pixel) or
+``black`` (pixel value 0)."""
 
 
 def occdrop(acc_full: float, acc_occluded: float) -> float:
@@ -53,15 +66,25 @@ def _grid(video: torch.Tensor, tubelet: int, patch: int) -> tuple[int, int]:
     return h // patch, w // patch
 
 
-def _black(video: torch.Tensor, normalized: bool) -> torch.Tensor:
-    """The occluded value per channel, shaped to broadcast over (..., C, T, H, W)."""
+def fill_value(video: torch.Tensor, normalized: bool, fill: Fill) -> torch.Tensor:
+    """The occluded value per channel, shaped (C, 1, 1, 1) to broadcast over
+    (..., C, T, H, W): in the clip's own space (normalized or pixels)."""
+    if fill not in ("grey", "black"):
+        raise ValueError(f"unknown fill {fill!r}; allowed: grey, black")
     c = video.shape[-4]
     zero = torch.zeros(c, 1, 1, 1, dtype=video.dtype, device=video.device)
+    if fill == "grey":  # 0 in the normalized input
+        return zero if normalized else denormalize(zero, channel_dim=0)
     return normalize(zero, channel_dim=0) if normalized else zero
 
 
 def _keep_cells(
-    video: torch.Tensor, cells: list[int], grid: tuple[int, int], patch: int, normalized: bool
+    video: torch.Tensor,
+    cells: list[int],
+    grid: tuple[int, int],
+    patch: int,
+    normalized: bool,
+    fill: Fill,
 ) -> torch.Tensor:
     gh, gw = grid
     keep = torch.zeros(video.shape[-2:], dtype=torch.bool, device=video.device)  # (H, W)
@@ -70,19 +93,24 @@ def _keep_cells(
             raise ValueError(f"patch index {cell} outside the {gh}x{gw} spatial grid")
         r, c = divmod(cell, gw)
         keep[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch] = True
-    return torch.where(keep, video, _black(video, normalized))
+    return torch.where(keep, video, fill_value(video, normalized, fill))
 
 
 def keep_one_patch(
-    video: torch.Tensor, patch_index: int, tubelet: int, patch: int, normalized: bool = True
+    video: torch.Tensor,
+    patch_index: int,
+    tubelet: int,
+    patch: int,
+    normalized: bool = True,
+    fill: Fill = "grey",
 ) -> torch.Tensor:
-    """A copy of ``video`` black everywhere except spatial patch ``patch_index`` (all frames).
+    """A copy of ``video`` filled everywhere except spatial patch ``patch_index`` (all frames).
 
     ``tubelet`` and ``patch`` are the model's token sizes; the clip must
     divide into them.
     """
     grid = _grid(video, tubelet, patch)
-    return _keep_cells(video, [patch_index], grid, patch, normalized)
+    return _keep_cells(video, [patch_index], grid, patch, normalized, fill)
 
 
 def keep_patch_per_hemifield(
@@ -92,8 +120,9 @@ def keep_patch_per_hemifield(
     tubelet: int,
     patch: int,
     normalized: bool = True,
+    fill: Fill = "grey",
 ) -> torch.Tensor:
-    """A copy of ``video`` black everywhere except one patch in each half (all frames).
+    """A copy of ``video`` filled everywhere except one patch in each half (all frames).
 
     ``left_index`` must lie in the left half of the spatial grid (column <
     W'/2), ``right_index`` in the right half; the grid width W' must be even
@@ -109,7 +138,7 @@ def keep_patch_per_hemifield(
         raise ValueError(
             f"right_index {right_index} is not in the right half of the {gh}x{gw} grid"
         )
-    return _keep_cells(video, [left_index, right_index], (gh, gw), patch, normalized)
+    return _keep_cells(video, [left_index, right_index], (gh, gw), patch, normalized, fill)
 
 
 def patch_locations(grid: tuple[int, int], count: int | None = None, seed: int = 0) -> list[int]:
@@ -140,3 +169,56 @@ def hemifield_pairs(
     rights = [r * gw + c for r in range(gh) for c in range(half, gw)]
     rng = np.random.default_rng(seed)
     return [(int(rng.choice(lefts)), int(rng.choice(rights))) for _ in range(count)]
+
+
+def per_clip_cells(
+    num_clips: int, grid: tuple[int, int], hemifields: bool, seed: int = 0
+) -> np.ndarray:
+    """One random kept location per clip, seeded: (N, 1) patch indices, or with
+    ``hemifields`` (N, 2) (left, right) pairs drawn independently in each half."""
+    gh, gw = grid
+    rng = np.random.default_rng([seed, 7])
+    if not hemifields:
+        return rng.integers(0, gh * gw, size=(num_clips, 1))
+    if gw % 2:
+        raise ValueError(f"hemifield cells need an even number of patch columns, got {gw}")
+    half = gw // 2
+    rows = rng.integers(0, gh, size=(num_clips, 2))
+    cols = rng.integers(0, half, size=(num_clips, 2)) + np.array([0, half])
+    return rows * gw + cols
+
+
+class OccludedClips(torch.utils.data.Dataset):
+    """``dataset`` with item i occluded around its own cells ``cells[i]`` (one patch, or one
+    per hemifield): what the per-clip protocol feeds the model. ``dataset[i]`` is a clip
+    (C, T, H, W), a ``(clip, label)`` pair, or None (unreadable), passed on as such."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        cells: np.ndarray,
+        tubelet: int,
+        patch: int,
+        fill: Fill = "grey",
+    ) -> None:
+        if len(cells) != len(dataset):
+            raise ValueError(f"{len(cells)} cell rows for {len(dataset)} clips")
+        self.dataset, self.cells = dataset, np.asarray(cells, dtype=np.int64)
+        self.tubelet, self.patch, self.fill = tubelet, patch, fill
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        sample = self.dataset[i]
+        if sample is None:
+            return None
+        clip = sample[0] if isinstance(sample, tuple) else sample
+        cells = [int(c) for c in self.cells[i]]
+        if len(cells) == 1:
+            out = keep_one_patch(clip, cells[0], self.tubelet, self.patch, fill=self.fill)
+        else:
+            out = keep_patch_per_hemifield(
+                clip, cells[0], cells[1], self.tubelet, self.patch, fill=self.fill
+            )
+        return (out, *sample[1:]) if isinstance(sample, tuple) else out

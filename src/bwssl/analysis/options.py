@@ -25,8 +25,10 @@ METRICS: tuple[str, ...] = (
     "occdrop_l2",
     "cps",
     "feature_std",
+    "setup",
 )
-"""Every metric of the suite, in the order they are computed."""
+"""Every metric of the suite, in the order they are computed (``setup``: the facts the
+numbers stand on, no measurement)."""
 
 HEAD_METRICS: dict[str, str] = {
     "probe_acc": "probe_acc_head",
@@ -42,9 +44,11 @@ FEATURE_KINDS: tuple[str, ...] = ("backbone", "head")
 token mean of the ViT, the global average of a ResNet); ``head``, the vector its head pools
 before the projector (a CbE head's expansion), where the run's heads have one of their own."""
 
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 """Bumped when a metric's definition changes: cached per-run results are recomputed (2: masks
-of ``mse`` drawn from the step key; ``local_loss``; the ``objective`` column)."""
+of ``mse`` drawn from the step key; ``local_loss``; the ``objective`` column; 3: VideoMAE's
+mask count, per-clip OccDrop with a grey fill, the ``stderr`` and ``protocol`` columns and
+the ``setup`` rows)."""
 
 
 @dataclass
@@ -127,17 +131,26 @@ class AnalysisOptions:
     ``head`` rows are named as :data:`HEAD_METRICS` says and exist only for runs whose heads
     pool a vector other than the backbone's (none for decoders, ``pooling=backbone``, or
     ``gsp`` where the backbone's own pooling is a global average too)."""
-    grating_clips: int = 240
-    """Gratings per level (a seeded subsample of the protocol grid, balanced per factor)."""
+    grating_clips: int | None = 240
+    """Gratings per level: a seeded subsample of the protocol grid, balanced per factor; null:
+    the full grids (10,800 Level-1 and 15,552 Level-2 clips in RGB), as the paper probes."""
     grating_folds: int = 5
     """Folds of the stratified cross-validation of the grating probes."""
+    occlusion: Literal["per_clip", "fixed"] = "per_clip"
+    """Where OccDrop keeps its patch: ``per_clip``, one random location per clip (Level 2: one
+    per hemifield) and one probe over the mixed locations (the paper's protocol); ``fixed``,
+    ``occlusion_locations`` locations shared by all clips, one probe each, averaged."""
+    occlusion_fill: Literal["grey", "black"] = "grey"
+    """What occluded pixels become: ``grey``, 0 in the model's (normalized) input space, the
+    mean pixel (the paper's protocol); ``black``, pixel value 0."""
     occlusion_locations: int | None = 4
-    """Patch locations (Level 1) and hemifield patch pairs (Level 2) per OccDrop, drawn with
-    ``seed``; null: every patch (and every mirror-symmetric pair)."""
+    """``occlusion=fixed``: patch locations (Level 1) and hemifield patch pairs (Level 2) per
+    OccDrop, drawn with ``seed``; null: every patch (and every mirror-symmetric pair)."""
     cps_clips: int = 32
     """Test clips whose full tokens are kept for CPS."""
-    mse_clips: int = 128
-    """Test clips of the local losses (and the reconstruction MSE)."""
+    mse_clips: int | None = 128
+    """Test clips of the local losses (and the reconstruction MSE); null: every test clip (the
+    whole evaluation subset, as the paper)."""
     cka: Literal["linear", "rbf", "both"] = "linear"
     """CKA between successive blocks: linear (target ""), RBF (target ``rbf``), or both."""
     seed: int = 0
@@ -187,7 +200,7 @@ class AnalysisOptions:
             "knn_k",
         )
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}': must be >= 1, got {getattr(self, name)}")
         bad = [f for f in self.features if f not in FEATURE_KINDS]
         if bad or not self.features:
@@ -200,6 +213,13 @@ class AnalysisOptions:
                 f"config key 'knn_temperature': must be a finite number > 0, got "
                 f"{self.knn_temperature}"
             )
+        choices = {"occlusion": ("per_clip", "fixed"), "occlusion_fill": ("grey", "black")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"config key '{name}': allowed: {', '.join(allowed)}; "
+                    f"got {getattr(self, name)!r}"
+                )
         if self.grating_folds < 2:
             raise ConfigError(f"config key 'grating_folds': must be >= 2, got {self.grating_folds}")
         if self.occlusion_locations is not None and self.occlusion_locations < 1:

@@ -167,7 +167,29 @@ def cv_probe_accuracy(
     solver: Solver = "auto",
     max_iter: int = 1000,
 ) -> float:
-    """Stratified k-fold cross-validated accuracy of the probe (mean over folds).
+    """Stratified k-fold cross-validated accuracy of the probe: the mean of
+    :func:`cv_probe_fold_accuracies`."""
+    return float(np.mean(cv_probe_fold_accuracies(X, y, folds, seed, device, solver, max_iter)))
+
+
+def fold_stderr(scores: np.ndarray) -> float:
+    """Standard error of the mean of per-fold scores: ``std(ddof=1) / sqrt(folds)``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < 2:
+        raise ValueError("a standard error needs at least 2 folds")
+    return float(scores.std(ddof=1) / np.sqrt(len(scores)))
+
+
+def cv_probe_fold_accuracies(
+    X: Array,
+    y: Array | list[object],
+    folds: int = 5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    solver: Solver = "auto",
+    max_iter: int = 1000,
+) -> np.ndarray:
+    """Test accuracy of the probe on each fold of a stratified k-fold split: (n_splits,).
 
     Folds are shuffled with ``seed``. StratifiedKFold needs every class to
     have at least as many members as folds, so the number of folds is reduced
@@ -202,4 +224,4 @@ def cv_probe_accuracy(
         )
         for tr, te in splitter.split(x, codes)
     ]
-    return float(np.mean(accs))
+    return np.array(accs)

@@ -16,6 +16,16 @@ Columns (:data:`COLUMNS`):
   ...); empty when the metric has none.
 - ``repeat``: repeat index (probe fits, occlusion locations); 0 when single.
 - ``value``: the number.
+- ``stderr``: its standard error where the suite measures one (grating
+  probes and OccDrop: over the cross-validation folds); empty otherwise.
+- ``protocol``: how the number was measured where the suite offers more
+  than one way (e.g. ``per_clip,grey`` for OccDrop, ``10800 clips,5 folds``
+  for a grating probe); empty otherwise.
+
+Rows of metric ``setup`` (block 0) record what the numbers stand on, one fact
+per target: the token grid (``grid_t``, ``grid_h``, ``grid_w``), the clip
+format, the masking count and the learning-rate recipe
+(:mod:`bwssl.analysis.run_setup`).
 
 Files are written atomically (a temporary file in the same folder, then
 ``os.replace``), so an interrupted write never leaves half a table.
@@ -45,6 +55,8 @@ COLUMNS: tuple[str, ...] = (
     "target",
     "repeat",
     "value",
+    "stderr",
+    "protocol",
 )
 GROUP_KEYS: tuple[str, ...] = (
     "regime",
@@ -74,6 +86,10 @@ class ResultRow:
     value: float = math.nan
     objective: str = "masked_pixels"
     """The run's local objective (``objective.name``)."""
+    stderr: float | None = None
+    """Standard error of ``value`` (None where none is measured)."""
+    protocol: str = ""
+    """How ``value`` was measured, where the suite offers several ways ("" otherwise)."""
 
     def key(self) -> tuple[str, int, str, str, int]:
         """What identifies the measurement: (run, block, metric, target, repeat)."""
@@ -106,6 +122,10 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 )
 
 
+_LATER = ("stderr", "protocol")
+"""Columns added after the first tables were written (optional when reading)."""
+
+
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
@@ -122,13 +142,14 @@ def write_results(path: str | Path, rows: Iterable[ResultRow]) -> None:
 
 def read_results(path: str | Path) -> list[ResultRow]:
     """Read a results CSV written by :func:`write_results`; a missing file is an empty table.
-    Tables written before the ``objective`` column existed read as ``masked_pixels``."""
+    Tables written before the ``objective`` column existed read as ``masked_pixels``; before
+    ``stderr`` and ``protocol``, as None and ""."""
     p = Path(path)
     if not p.exists():
         return []
     with p.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(COLUMNS) - set(reader.fieldnames or ()) - {"objective"}
+        missing = set(COLUMNS) - set(reader.fieldnames or ()) - {"objective", *_LATER}
         if missing:
             raise ValueError(f"{p} is not a results table: columns {sorted(missing)} are missing")
         return [
@@ -144,6 +165,8 @@ def read_results(path: str | Path) -> list[ResultRow]:
                 repeat=int(r["repeat"]),
                 value=float(r["value"]),
                 objective=r.get("objective") or "masked_pixels",
+                stderr=float(r["stderr"]) if r.get("stderr") else None,
+                protocol=r.get("protocol") or "",
             )
             for r in reader
         ]

@@ -34,6 +34,8 @@ metrics is wanted:
 - :mod:`bwssl.analysis.local_losses`: ``local_loss``, ``mse``;
 - :mod:`bwssl.analysis.gratings`: ``probe_l1``, ``probe_l2``, ``occdrop_l1``,
   ``occdrop_l2``.
+- :mod:`bwssl.analysis.run_setup`: ``setup`` (no measurement: the token grid,
+  masking count and learning-rate recipe the numbers stand on).
 
 What each option does: :class:`~bwssl.analysis.options.AnalysisOptions`.
 """
@@ -55,7 +57,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from bwssl.analysis import clip_metrics, gratings, local_losses
+from bwssl.analysis import clip_metrics, gratings, local_losses, run_setup
 from bwssl.analysis import features as feat
 from bwssl.analysis.context import MetricFamily, RunContext
 from bwssl.analysis.options import RESULTS_VERSION, AnalysisOptions
@@ -75,7 +77,7 @@ from bwssl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-FAMILIES: tuple[MetricFamily, ...] = (clip_metrics, local_losses, gratings)
+FAMILIES: tuple[MetricFamily, ...] = (clip_metrics, local_losses, gratings, run_setup)
 """The metric families, in the order they run; together they handle every metric."""
 
 

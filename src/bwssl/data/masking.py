@@ -11,9 +11,15 @@ from __future__ import annotations
 import torch
 
 
+def num_masked(num_tokens: int, ratio: float) -> int:
+    """Tokens hidden by a mask ratio: ``int(ratio * num_tokens)``, rounded down as VideoMAE's
+    mask generators count them (64 positions at 0.9 hide 57 and keep 7)."""
+    return int(ratio * num_tokens)
+
+
 def num_visible(num_tokens: int, ratio: float) -> int:
-    """Visible tokens left by a mask ratio (at least one)."""
-    return max(1, round(num_tokens * (1.0 - ratio)))
+    """Tokens left visible by a mask ratio in [0, 1): ``num_tokens - num_masked``, at least 1."""
+    return max(1, num_tokens - num_masked(num_tokens, ratio))
 
 
 def tube_mask(
@@ -21,8 +27,8 @@ def tube_mask(
 ) -> torch.Tensor:
     """VideoMAE tube masking: one spatial mask per clip, repeated over time.
 
-    The visible count is taken per frame slice, so each clip shows
-    ``T' * round(H'W' (1 - ratio))`` tokens.
+    The masked count is taken per frame slice, so each clip shows
+    ``T' * (H'W' - int(ratio H'W'))`` tokens (:func:`num_visible`).
     """
     t, h, w = grid
     n_space = h * w

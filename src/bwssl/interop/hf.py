@@ -454,6 +454,11 @@ def export_hf(
             "a model with model.rope=true cannot be exported to Hugging Face VideoMAE: "
             "VideoMAE has no rotary position embeddings, only an added sinusoid table"
         )
+    if model.objective.cfg.model.boundary_norm:
+        raise UserError(
+            "a model with model.boundary_norm=true cannot be exported to Hugging Face VideoMAE: "
+            "VideoMAE has no LayerNorm between its layers' blocks"
+        )
     if not model.objective.reconstructs_pixels:
         decoder = False  # a projector or other head has no VideoMAE counterpart
     out = Path(out_dir)

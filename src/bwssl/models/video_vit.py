@@ -157,7 +157,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 class EncoderBlock(nn.Module):
-    """Layers [start, stop) of the encoder; block 0 embeds, the last block normalizes.
+    """Layers [start, stop) of the encoder; block 0 embeds, the last block normalizes (every
+    block does with ``cfg.boundary_norm``).
 
     Positions: block 0 adds the sinusoid table (``pos_embed``) to its tokens,
     or, with ``cfg.rope``, no table is made (``pos_embed`` is None) and every
@@ -186,7 +187,7 @@ class EncoderBlock(nn.Module):
         self.layers = LayerStack(
             stop - start, cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.grad_checkpointing
         )
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if last else None
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if last or cfg.boundary_norm else None
         self.start = start
         """The global index of this block's first layer."""
 
@@ -310,8 +311,8 @@ def layer_cut(vit: VideoViT) -> VideoViT:
     """A :class:`VideoViT` with one block per layer whose modules are ``vit``'s own.
 
     Its blocks are built anew (under a forked RNG, so that the global random
-    state is untouched) and then given ``vit``'s layers, embedding and final
-    norm; their own fresh weights are dropped.
+    state is untouched) and then given ``vit``'s layers, embedding and norms
+    (each after the layer that ends its block); their own fresh weights are dropped.
     """
     cfg = dataclasses.replace(vit.cfg, num_blocks=vit.cfg.depth, boundaries=None)
     with torch.random.fork_rng(devices=[]):
@@ -319,6 +320,8 @@ def layer_cut(vit: VideoViT) -> VideoViT:
     layers = [layer for block in vit.blocks for layer in block.layers.layers]
     for block, layer in zip(view.blocks, layers, strict=True):
         block.layers.layers[0] = layer
+        block.norm = None
     view.blocks[0].embed = vit.blocks[0].embed
-    view.blocks[-1].norm = vit.blocks[-1].norm
+    for block in vit.blocks:  # a block's norm (the last, or every one) ends its last layer
+        view.blocks[block.start + len(block.layers.layers) - 1].norm = block.norm
     return view.to(next(vit.blocks[0].parameters()).device)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bwssl.config import Config
-from bwssl.data.masking import make_mask, num_visible
+from bwssl.data.masking import make_mask
 from bwssl.data.transforms import denormalize
 from bwssl.models.backbone import Backbone, BlockInput
 from bwssl.models.decoder import Decoder
@@ -65,7 +65,7 @@ def decoder_subset(masked_idx: torch.Tensor, fraction: float, gen: torch.Generat
     if fraction >= 1.0:
         return masked_idx
     b, n = masked_idx.shape
-    m = num_visible(n, 1.0 - fraction)
+    m = max(1, round(fraction * n))
     pick = torch.rand(b, n, generator=gen).argsort(dim=1)[:, :m].sort(dim=1).values
     return torch.gather(masked_idx, 1, pick.to(masked_idx.device))
 

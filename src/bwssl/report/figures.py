@@ -4,7 +4,10 @@ Each figure is saved as PNG (Agg renderer) and SVG. Figures are built as
 ``matplotlib.figure.Figure`` objects without pyplot, so drawing them neither
 needs a display nor touches the process-wide backend or pyplot's figure list.
 Lines and bars show the mean across runs (seeds) with error bars of one
-standard deviation (see :func:`bwssl.analysis.results.aggregate`); rows of
+standard deviation (see :func:`bwssl.analysis.results.aggregate`); for the
+grating probes and OccDrop, whose rows carry a standard error over CV folds,
+the bar is at least the mean of those errors (for a multi-target panel, the
+typical error of one target's accuracy), so a single seed shows its error too; rows of
 panels are models (e.g. DeiT-Tiny, DeiT-Small), colours are regimes, line
 styles are K. When the table holds several local objectives, every row of
 panels (and every group of bars) is one (model, objective) pair, and the
@@ -16,6 +19,8 @@ untrained encoder is drawn with every objective (see
 - ``fig3_complexity``: probe accuracy by block for Level 1 gratings
   (``probe_l1``), Level 2 gratings (``probe_l2``), both averaged over their
   targets within a run, and Level 3 actions (``probe_acc``).
+- ``fig3_stimuli``: example frames of each grating kind in the runs' clip
+  format (:mod:`bwssl.report.stimuli`), drawn under ``fig3_complexity``.
 - ``fig4_similarity``: MSE per block, ``cka_next`` per transition, and CKA
   of transition k -> k+1 against the change in mAP from block k to k+1
   (one point per run and transition).
@@ -59,7 +64,9 @@ from bwssl.report.panels import (
     save,
     series_label,
     share_reference,
+    with_standard_errors,
 )
+from bwssl.report.stimuli import fig3_stimuli
 
 PIXEL_OBJECTIVE = "masked_pixels"
 
@@ -72,7 +79,8 @@ def _block_figure(
     transitions: Sequence[str] = (),
 ) -> list[Path]:
     """Rows = facets, columns = the present ``(metric, title)`` panels, lines over blocks."""
-    agg = aggregate(share_reference(rows), RUN_KEYS)
+    shared = share_reference(rows)
+    agg = with_standard_errors(aggregate(shared, RUN_KEYS), shared)
     present = [(m, t) for m, t in panels if any(a.metric == m for a in agg)]
     if not present:
         return []
@@ -340,6 +348,7 @@ def fig7_layerwise(rows: list[ResultRow], out_dir: Path) -> list[Path]:
 FIGURES = (
     fig2_downstream,
     fig3_complexity,
+    fig3_stimuli,
     fig4_similarity,
     fig5_patch,
     fig6_local_loss,

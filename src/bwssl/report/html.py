@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import statistics
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bwssl.analysis.requirements import SKIPPED_FILE, SkippedMetric, read_skipped
 from bwssl.analysis.results import ResultRow, read_results
 from bwssl.base.files import atomic_write_text
+from bwssl.errors import UserError
+from bwssl.report import protocol
 from bwssl.report.figures import PIXEL_OBJECTIVE, draw_all
 from bwssl.report.head_probe import has_head_rows
 from bwssl.report.head_probe import section as head_probe_section
@@ -22,205 +20,9 @@ from bwssl.report.layerwise import section as layerwise_section
 from bwssl.report.panels import UNTRAINED, objectives_of
 from bwssl.report.skipped import section as skipped_section
 from bwssl.report.summary import objectives_table
+from bwssl.report.verdicts import Comparison, comparisons, models_judged
 
-# What the paper reports on UCF101.
-PAPER = {
-    "tiny": {"probe_gap": 0.02, "map_gap": 0.015},
-    "small": {"probe_gap": 0.04, "map_gap": 0.02},
-}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    claim: str
-    paper: str
-    ours: str
-    agrees: bool | None
-    """None when our experiment did not produce what the row needs."""
-    sentence: str
-
-
-def _per_run(rows: Iterable[ResultRow], metric: str, target: str = "") -> dict[tuple, float]:
-    """(regime, K, seed, block) -> value averaged over repeats."""
-    acc: dict[tuple, list[float]] = defaultdict(list)
-    for r in rows:
-        if r.metric == metric and r.target == target:
-            acc[(r.regime, r.num_blocks, r.seed, r.block)].append(r.value)
-    return {k: statistics.fmean(v) for k, v in acc.items()}
-
-
-def _last_block(values: dict[tuple, float], regime: str, k: int) -> list[float]:
-    return [v for (reg, kk, _s, b), v in values.items() if reg == regime and kk == k and b == k]
-
-
-def _mean_sd(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def _gap_row(
-    values: dict[tuple, float],
-    k: int,
-    a: str,
-    b: str,
-    what: str,
-    bound: float,
-    absolute: bool = False,
-) -> Comparison:
-    xa, xb = _last_block(values, a, k), _last_block(values, b, k)
-    claim = f"|{a} - {b}| {what}, K={k}" if absolute else f"{what} gap {a} - {b}, K={k}"
-    paper = f"{'<' if absolute else '<='} {bound:.3f}"
-    if not xa or not xb:
-        return Comparison(
-            claim, paper, "not run", None, f"This experiment has no {a} or {b} run at K={k}."
-        )
-    (ma, sa), (mb, sb) = _mean_sd(xa), _mean_sd(xb)
-    gap = ma - mb
-    value = abs(gap) if absolute else gap
-    ok = value < bound if absolute else value <= bound
-    noise = max(sa, sb)
-    sentence = (
-        f"{a} {ma:.3f} (sd {sa:.3f}) vs {b} {mb:.3f} (sd {sb:.3f}) over "
-        f"{min(len(xa), len(xb))} seeds: the {'difference' if absolute else 'gap'} "
-        f"{value:+.3f} {'agrees with' if ok else 'does not agree with'} the paper's "
-        f"{paper}."
-    )
-    if noise and abs(value) < noise:
-        sentence += " It is within one seed standard deviation."
-    return Comparison(claim, paper, f"{value:+.3f}", ok, sentence)
-
-
-def _cka_rows(cka: dict[tuple, float], k: int) -> list[Comparison]:
-    out = []
-    first = {
-        reg: [v for (r, kk, _s, b), v in cka.items() if r == reg and kk == k and b == 1]
-        for reg in ("e2e", "simultaneous")
-    }
-    claim = f"CKA block 1->2, e2e vs simultaneous, K={k}"
-    paper = "e2e ~0.90 < BWSSL ~0.98 (Small)"
-    if first["e2e"] and first["simultaneous"]:
-        me, ms = statistics.fmean(first["e2e"]), statistics.fmean(first["simultaneous"])
-        ok = ms > me
-        out.append(
-            Comparison(
-                claim,
-                paper,
-                f"{me:.3f} vs {ms:.3f}",
-                ok,
-                f"Blockwise training {'keeps' if ok else 'does not keep'} the "
-                f"first transition more geometry-preserving than E2E "
-                f"({ms:.3f} vs {me:.3f}).",
-            )
-        )
-    else:
-        out.append(Comparison(claim, paper, "not run", None, "Needs e2e and simultaneous runs."))
-    late = [
-        v
-        for (r, kk, _s, b), v in cka.items()
-        if r == "simultaneous" and kk == k and b >= max(2, k // 2)
-    ]
-    claim = f"CKA of late transitions, simultaneous, K={k}"
-    if late:
-        low = min(late)
-        ok = low > 0.98
-        out.append(
-            Comparison(
-                claim,
-                "> 0.98",
-                f"min {low:.3f}",
-                ok,
-                f"The lowest late-transition CKA is {low:.3f}; late blocks "
-                f"{'barely change' if ok else 'still change'} the representation.",
-            )
-        )
-    else:
-        out.append(Comparison(claim, "> 0.98", "not run", None, "Needs simultaneous runs."))
-    return out
-
-
-def _granularity_rows(probe: dict[tuple, float], mAP: dict[tuple, float]) -> list[Comparison]:
-    out = []
-    for name, values, bound in (("mAP", mAP, 0.01), ("probe accuracy", probe, 0.02)):
-        x4, x6 = _last_block(values, "simultaneous", 4), _last_block(values, "simultaneous", 6)
-        claim = f"K=6 lowers {name} (simultaneous) by"
-        if not x4 or not x6:
-            out.append(
-                Comparison(
-                    claim,
-                    f"< {bound}",
-                    "not run",
-                    None,
-                    "This experiment did not train both K=4 and K=6.",
-                )
-            )
-            continue
-        drop = statistics.fmean(x4) - statistics.fmean(x6)
-        ok = drop < bound
-        out.append(
-            Comparison(
-                claim,
-                f"< {bound}",
-                f"{drop:+.3f}",
-                ok,
-                f"K=4 {statistics.fmean(x4):.3f} vs K=6 {statistics.fmean(x6):.3f}: "
-                f"{'agrees' if ok else 'does not agree'} with the paper.",
-            )
-        )
-    return out
-
-
-def _untrained_row(probe: dict[tuple, float], k: int) -> Comparison:
-    """How far training lifts the action probe above the same encoder at initialization."""
-    claim = f"action probe gained over the untrained encoder, K={k}"
-    base = _last_block(probe, "untrained", k)
-    trained = {reg: _last_block(probe, reg, k) for reg in ("e2e", "simultaneous", "sequential")}
-    trained = {reg: xs for reg, xs in trained.items() if xs}
-    if not base or not trained:
-        return Comparison(
-            claim,
-            "not reported",
-            "not run",
-            None,
-            "Needs an untrained run (regime untrained) and trained runs.",
-        )
-    b = statistics.fmean(base)
-    gains = {reg: statistics.fmean(xs) - b for reg, xs in trained.items()}
-    ours = ", ".join(f"{reg} {g:+.3f}" for reg, g in gains.items())
-    sentence = (
-        f"The untrained encoder's last block scores {b:.3f}; training adds "
-        + ", ".join(f"{g:+.3f} ({reg})" for reg, g in gains.items())
-        + ". The paper does not report this reference; without it, a probe accuracy "
-        "cannot be read as what self-supervision learned."
-    )
-    return Comparison(claim, "not reported", ours, None, sentence)
-
-
-def pixel_rows(rows: Iterable[ResultRow]) -> list[ResultRow]:
-    """The rows the paper's comparisons are about: masked-pixel runs and the untrained encoder
-    (the same for every objective)."""
-    return [r for r in rows if r.objective == PIXEL_OBJECTIVE or r.regime == UNTRAINED]
-
-
-def comparisons(rows: list[ResultRow], paper_model: str) -> list[Comparison]:
-    """The headline comparisons of the paper, computed from the results rows of masked-pixel
-    runs (and the untrained reference); rows of other objectives are left out."""
-    rows = pixel_rows(rows)
-    probe = _per_run(rows, "probe_acc", "action")
-    if not probe:
-        probe = _per_run(rows, "probe_acc")
-    mAP = _per_run(rows, "map")
-    ks = sorted({r.num_blocks for r in rows})
-    k = 4 if 4 in ks else (ks[0] if ks else 4)
-    bounds = PAPER[paper_model]
-    out = [
-        _gap_row(probe, k, "e2e", "simultaneous", "probe accuracy", bounds["probe_gap"]),
-        _gap_row(mAP, k, "e2e", "simultaneous", "mAP", bounds["map_gap"]),
-        _gap_row(probe, k, "sequential", "simultaneous", "probe accuracy", 0.01, absolute=True),
-    ]
-    out += _cka_rows(_per_run(rows, "cka_next"), k)
-    out += _granularity_rows(probe, mAP)
-    out.append(_untrained_row(probe, k))
-    return out
-
+__all__ = ["Comparison", "comparisons", "render", "report_from_results", "write_report"]
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -234,30 +36,43 @@ padding:1em;overflow:auto;font-size:12px}
 def render(
     rows: list[ResultRow],
     figures: list[Path],
-    experiment: dict[str, Any],
+    experiment: dict[str, Any] | None,
     configs: list[str],
-    paper_model: str,
+    paper_model: str | None,
     skipped: list[SkippedMetric] | None = None,
 ) -> str:
-    """The report page as one HTML string (PNG figures inlined as base64); ``skipped``: the
-    metrics not computed (too few clips), each marked with its reason."""
+    """The report page as one HTML string (PNG figures inlined as base64).
+
+    Each model is judged for its own paper size (:mod:`bwssl.report.verdicts`);
+    ``paper_model`` (tiny, small) is the size for models that are neither
+    DeiT-Tiny nor DeiT-Small. ``experiment`` and ``configs`` are appended for
+    the record when given; ``skipped``: the metrics not computed (too few
+    clips), each marked with its reason.
+    """
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>bwssl report</title>",
         f"<style>{_STYLE}</style></head><body><h1>bwssl report</h1>",
     ]
-    runs = sorted({(r.run, r.regime, r.num_blocks, r.seed) for r in rows})
+    measured = [r for r in rows if r.metric != protocol.SETUP]
+    runs = sorted({(r.run, r.regime, r.num_blocks, r.seed) for r in measured})
+    judged = models_judged(rows, paper_model)
+    against = "; ".join(
+        f"{m} with DeiT-{(size or '?').title()}" + ("" if m.startswith("deit-") else " (as asked)")
+        for m, size in judged.items()
+    )
     parts.append(
-        f"<p>{len(runs)} runs analyzed; {len(rows)} result rows. The table compares "
-        f"our runs with the values the paper reports for DeiT-{paper_model.title()} on "
-        "UCF101. On the embedded synthetic data the absolute numbers differ from "
+        f"<p>{len(runs)} runs analyzed; {len(measured)} result rows. The table compares "
+        f"each model with the values the paper reports on UCF101 for its size: {esc(against)}. "
+        "On the embedded synthetic data the absolute numbers differ from "
         "UCF101's; the comparison is about the direction and size of the gaps.</p>"
     )
-    objectives = objectives_of(rows)
+    parts.append(protocol.section(rows))
+    objectives = objectives_of(measured)
     others = [o for o in objectives if o != PIXEL_OBJECTIVE]
     parts.append("<h2>Headline comparisons</h2>")
     if others:
-        trained = {(r.objective, r.run) for r in rows if r.regime != UNTRAINED}
+        trained = {(r.objective, r.run) for r in measured if r.regime != UNTRAINED}
         pixels = sum(o == PIXEL_OBJECTIVE for o, _ in trained)
         parts.append(
             f"<p>This experiment trains the local objectives {esc(', '.join(objectives))}"
@@ -278,11 +93,11 @@ def render(
         )
     parts.append("</table>")
     if others:
-        parts.append(objectives_table(rows))
-    if has_head_rows(rows):
-        parts.append(head_probe_section(rows))
-    if has_layerwise(rows):
-        parts.append(layerwise_section(rows))
+        parts.append(objectives_table(measured))
+    if has_head_rows(measured):
+        parts.append(head_probe_section(measured))
+    if has_layerwise(measured):
+        parts.append(layerwise_section(measured))
     parts.append(skipped_section(skipped or []))
     parts.append("<h2>Figures</h2>")
     for fig in (f for f in figures if f.suffix == ".png"):
@@ -291,14 +106,15 @@ def render(
             f"<h3>{esc(fig.stem)}</h3><img alt='{esc(fig.stem)}' "
             f"src='data:image/png;base64,{data}'>"
         )
-    parts.append("<h2>Experiment</h2><pre>" + esc(_yaml(experiment)) + "</pre>")
+    if experiment is not None:
+        parts.append("<h2>Experiment</h2><pre>" + esc(_yaml(experiment)) + "</pre>")
     for text in configs:
         heading = "Training config (first run)"
         if len(configs) > 1:
             heading = f"Training config (first run of {_objective_name(text)})"
         parts.append(f"<h3>{esc(heading)}</h3><pre>" + esc(text) + "</pre>")
     parts.append("</body></html>")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)
 
 
 def _yaml(data: dict[str, Any]) -> str:
@@ -314,12 +130,76 @@ def _objective_name(config_yaml: str) -> str:
     return str((cfg.get("objective") or {}).get("name", PIXEL_OBJECTIVE))
 
 
-def write_report(path: Path, results_csv: Path, experiment: Any, configs: list[str]) -> Path:
-    """Draw the figures next to ``results_csv`` and write the self-contained report."""
+def _judge(rows: list[ResultRow], paper_model: str | None) -> None:
+    """Raise UserError when a model of ``rows`` needs ``paper_model`` and it is missing."""
+    unsized = [m for m, size in models_judged(rows, paper_model).items() if size is None]
+    if unsized:
+        raise UserError(
+            f"the results do not say which of the paper's models {', '.join(unsized)} stands "
+            "for (neither deit-tiny nor deit-small): give --paper-model tiny or small"
+        )
+
+
+def write_report(
+    path: Path,
+    results_csv: Path,
+    experiment: Any,
+    configs: list[str],
+    paper_model: str | None = None,
+    figures_dir: Path | None = None,
+) -> Path:
+    """Draw the figures (into ``figures_dir``, default next to ``results_csv``) and write
+    the self-contained report; ``paper_model`` defaults to the experiment's (``tiny`` when it
+    names none). Without either, rows of a model of neither paper size raise UserError."""
     rows = read_results(results_csv)
-    figures = draw_all(rows, Path(results_csv).parent / "figures")
-    exp = vars(experiment) if not isinstance(experiment, dict) else experiment
+    exp = (
+        None
+        if experiment is None
+        else dict(experiment if isinstance(experiment, dict) else vars(experiment))
+    )
+    if paper_model is None and exp is not None:
+        paper_model = exp.get("paper_model", "tiny")  # the experiment's default
+    _judge(rows, paper_model)
+    figures = draw_all(rows, figures_dir or Path(results_csv).parent / "figures")
     skipped = read_skipped(Path(results_csv).parent / SKIPPED_FILE)
-    page = render(rows, figures, exp, configs, exp.get("paper_model", "tiny"), skipped)
+    page = render(rows, figures, exp, configs, paper_model, skipped)
     atomic_write_text(Path(path), page)
     return Path(path)
+
+
+def report_from_results(
+    results_csv: Path,
+    out: Path,
+    paper_model: str | None = None,
+    figures_dir: Path | None = None,
+) -> Path:
+    """The report of ``results_csv`` (``bwssl report``; ``bwssl run`` writes its own this way).
+
+    Verdicts and figures come from the rows alone. When ``results_csv`` lies in
+    a ``bwssl run`` folder (``OUT/analysis/results.csv``), the experiment
+    (``OUT/experiment.yaml``, which also gives the paper model unless
+    ``paper_model`` is set) and the training config of each objective's first
+    run (``OUT/runs/RUN/config.yaml``) are appended as that command does.
+    """
+    import yaml
+
+    results_csv = Path(results_csv)
+    if not results_csv.is_file():
+        raise UserError(f"{results_csv} does not exist (give a results.csv)")
+    try:
+        rows = read_results(results_csv)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"{results_csv}: {e}") from None
+    root = results_csv.parent.parent
+    spec = root / "experiment.yaml"
+    experiment = yaml.safe_load(spec.read_text()) if spec.is_file() else None
+    firsts: dict[str, str] = {}
+    for r in rows:
+        if r.metric != protocol.SETUP:
+            firsts.setdefault(r.objective, r.run)
+    configs = []
+    for run in firsts.values():
+        cfg = root / "runs" / run / "config.yaml"
+        if cfg.is_file():
+            configs.append(cfg.read_text())
+    return write_report(out, results_csv, experiment, configs, paper_model, figures_dir)

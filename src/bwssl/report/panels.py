@@ -112,6 +112,24 @@ def share_reference(rows: Sequence[ResultRow]) -> list[ResultRow]:
     return out
 
 
+def with_standard_errors(agg: list[AggregateRow], rows: Iterable[ResultRow]) -> list[AggregateRow]:
+    """``agg`` with each group's spread raised to its rows' mean ``stderr`` where that is
+    larger: the error bar of a metric measured with a standard error (the grating probes and
+    OccDrop, over CV folds) is then at least that error, also for a single seed. Groups are
+    matched on :data:`RUN_KEYS`."""
+    errors: dict[tuple[object, ...], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.stderr is not None:
+            errors[tuple(getattr(r, k) for k in RUN_KEYS)].append(r.stderr)
+    out = []
+    for a in agg:
+        se = errors.get(tuple(getattr(a, k) for k in RUN_KEYS))
+        if se:
+            a = dataclasses.replace(a, std=max(a.std, sum(se) / len(se)))
+        out.append(a)
+    return out
+
+
 @dataclass(frozen=True)
 class Facet:
     """One row of panels (or one group of bars): a model trained with one objective."""

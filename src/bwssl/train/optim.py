@@ -197,7 +197,7 @@ def build_optimizer(
 def peak_lr(cfg: TrainConfig) -> float:
     """The weights' peak learning rate: ``lr``, times ``batch_size / lr_scale_batch`` when
     that is set (Barlow Twins: lr 0.2 with lr_scale_batch 256 is 0.2 x B/256)."""
-    return cfg.lr * (cfg.batch_size / cfg.lr_scale_batch if cfg.lr_scale_batch else 1.0)
+    return cfg.peak_lr
 
 
 def final_lr(cfg: TrainConfig) -> float:

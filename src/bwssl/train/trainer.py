@@ -332,7 +332,7 @@ class Trainer:
         loader = make_loader(
             data, sampler, cfg.train.num_workers, pin_memory=self.device.type == "cuda"
         )
-        peak = peak_lr(cfg.train)
+        peak = cfg.train.peak_lr
         warmup = round(cfg.train.warmup_epochs * steps_per_epoch)
         run_total = self.run_length(steps_per_epoch)
 

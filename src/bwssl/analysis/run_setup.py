@@ -1,0 +1,68 @@
+"""The ``setup`` rows: what a run's numbers stand on, recorded beside them in results.csv.
+
+One row per fact (metric ``setup``, block 0, the fact as target), so that the
+report can state the token grid, the masking count and the learning-rate
+recipe from the results rows alone:
+
+- ``grid_t``, ``grid_h``, ``grid_w``, ``tokens``: the token grid (T', H', W').
+- ``num_frames``, ``crop_size``, ``channels``: the clip format.
+- ``mask_ratio``, ``visible_tokens`` (per clip), ``masked_per_frame`` (hidden
+  spatial positions of a tube mask, or hidden tokens of a random one): masked
+  objectives only.
+- ``lr``, ``lr_scale_batch`` (0: none, ``lr`` is the peak), ``peak_lr``,
+  ``min_lr``, ``warmup_epochs``, ``batch_size``, ``epochs`` (per stage): runs
+  trained here only (not imported Hugging Face checkpoints).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bwssl.analysis.context import RunContext
+
+METRIC = "setup"
+"""The metric name of these rows."""
+METRICS_HANDLED: tuple[str, ...] = (METRIC,)
+
+
+def facts(ctx: RunContext) -> dict[str, float]:
+    """The run's setup facts by name (see the module docstring)."""
+    from bwssl.data.masking import num_masked, num_visible
+
+    cfg = ctx.src.config
+    t, h, w = cfg.token_grid
+    d, tr = ctx.data, cfg.train
+    out: dict[str, float] = {
+        "grid_t": t,
+        "grid_h": h,
+        "grid_w": w,
+        "tokens": t * h * w,
+        "num_frames": d.num_frames,
+        "crop_size": d.crop_size,
+        "channels": d.channels,
+    }
+    if cfg.objective.name == "masked_pixels":
+        tube = cfg.mask.kind == "tube"
+        over = h * w if tube else t * h * w
+        out["mask_ratio"] = cfg.mask.ratio
+        out["masked_per_frame"] = num_masked(over, cfg.mask.ratio)
+        out["visible_tokens"] = num_visible(over, cfg.mask.ratio) * (t if tube else 1)
+    if ctx.src.kind != "run":  # an imported checkpoint: its training is not ours to state
+        return out
+    out.update(
+        lr=tr.lr,
+        lr_scale_batch=tr.lr_scale_batch or 0,
+        peak_lr=tr.peak_lr,
+        min_lr=tr.min_lr,
+        warmup_epochs=tr.warmup_epochs,
+        batch_size=tr.batch_size,
+        epochs=tr.epochs,
+    )
+    return out
+
+
+def run(ctx: RunContext) -> None:
+    """Append the ``setup`` rows of ``ctx``'s run."""
+    for name, value in facts(ctx).items():
+        ctx.add(METRIC, 0, float(value), name)
