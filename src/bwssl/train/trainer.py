@@ -49,7 +49,7 @@ from bwssl.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from bwssl.train.optim import build_optimizer, final_lr, peak_lr, set_lr
+from bwssl.train.optim import build_optimizer, final_lr, set_lr
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.units import UnitForward
 
