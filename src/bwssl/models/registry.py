@@ -1,25 +1,163 @@
-"""The backbones bwssl can build, by ``model.arch``: adding one is its own file and one line here."""
+"""The backbones bwssl can build, by ``model.arch``: adding one is its own file and one entry
+here.
+
+An entry is a :class:`BackboneSpec`: it builds the backbone and answers what the
+config needs to know before anything is built (how many units ``model.boundaries``
+index, which settings it refuses, its rough size), so that the config never asks
+which architecture it holds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import abc
 
-from bwssl.config import Config
+from bwssl.config import Config, ConfigError, ModelConfig
 from bwssl.models.backbone import Backbone, ClipShape
 
 
-def _video_vit(cfg: Config) -> Backbone:
-    from bwssl.models.video_vit import VideoViT
-
-    return VideoViT(
-        cfg.model, ClipShape(cfg.data.channels, cfg.data.num_frames, cfg.data.crop_size)
-    )
+def _refuse(key: str, message: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': {message}")
 
 
-BACKBONES: dict[str, Callable[[Config], Backbone]] = {
-    "video_vit": _video_vit,
+class BackboneSpec(abc.ABC):
+    """One ``model.arch``: a builder (call it with the config) and its config rules."""
+
+    unit: str
+    """What ``model.boundaries`` index: ``layer``, ``stage``."""
+    layer_cut: bool
+    """Whether the backbone has a per-layer cut (:meth:`Backbone.layer_view`), which the
+    layer-wise regimes train."""
+    masks_tokens: bool
+    """Whether block 0 can embed only the tokens of a keep mask (masked objectives)."""
+
+    @abc.abstractmethod
+    def __call__(self, cfg: Config) -> Backbone:
+        """The backbone of ``cfg``, freshly initialized from the global RNG."""
+
+    @abc.abstractmethod
+    def cut_units(self, m: ModelConfig) -> int:
+        """How many units the encoder is cut between (``model.num_blocks`` must divide it)."""
+
+    @abc.abstractmethod
+    def units_are(self, m: ModelConfig) -> str:
+        """The units, in words, for error messages."""
+
+    @abc.abstractmethod
+    def check(self, cfg: Config) -> None:
+        """Raise ConfigError (naming the key) for settings of the whole run this backbone
+        cannot serve: its input shape, its options."""
+
+    @abc.abstractmethod
+    def approx_params(self, m: ModelConfig) -> float:
+        """Roughly how many parameters the model (with its heads) has, before building."""
+
+    @abc.abstractmethod
+    def size_keys(self, m: ModelConfig) -> str:
+        """The keys that set the size, with their values, for the too-large message."""
+
+
+class VideoViTSpec(BackboneSpec):
+    """``video_vit``: cut between its ``model.depth`` transformer layers."""
+
+    unit = "layer"
+    layer_cut = True
+    masks_tokens = True
+
+    def __call__(self, cfg: Config) -> Backbone:
+        from bwssl.models.video_vit import VideoViT
+
+        return VideoViT(
+            cfg.model, ClipShape(cfg.data.channels, cfg.data.num_frames, cfg.data.crop_size)
+        )
+
+    def cut_units(self, m: ModelConfig) -> int:
+        return m.depth
+
+    def units_are(self, m: ModelConfig) -> str:
+        return f"model.depth={m.depth}"
+
+    def check(self, cfg: Config) -> None:
+        m, d = cfg.model, cfg.data
+        if d.crop_size % m.patch_size:
+            raise _refuse(
+                "model.patch_size", f"must divide data.crop_size={d.crop_size}, got {m.patch_size}"
+            )
+        if d.num_frames % m.tubelet_size:
+            raise _refuse(
+                "model.tubelet_size",
+                f"must divide data.num_frames={d.num_frames}, got {m.tubelet_size}",
+            )
+        n_tokens = cfg.num_tokens
+        if round(n_tokens * (1 - cfg.mask.ratio)) < 1:
+            raise _refuse("mask.ratio", f"leaves no visible token out of {n_tokens}; lower it")
+        if cfg.noise.std > 0:
+            raise _refuse("noise.std", "feature noise is a resnet option; set it to 0")
+
+    def approx_params(self, m: ModelConfig) -> float:
+        per_layer = 4 * m.embed_dim**2 + 2 * m.mlp_ratio * m.embed_dim**2
+        per_decoder_layer = 4 * m.decoder_dim**2 + 2 * m.mlp_ratio * m.decoder_dim**2
+        return m.depth * per_layer + m.num_blocks * m.decoder_depth * per_decoder_layer
+
+    def size_keys(self, m: ModelConfig) -> str:
+        return (
+            f"model.embed_dim={m.embed_dim}, model.depth={m.depth}, "
+            f"model.decoder_dim={m.decoder_dim}"
+        )
+
+
+class ResNetSpec(BackboneSpec):
+    """``resnet``: cut between its 4 stages (the stem goes with the first)."""
+
+    unit = "stage"
+    layer_cut = False
+    masks_tokens = False
+
+    def __call__(self, cfg: Config) -> Backbone:
+        from bwssl.models.resnet import ResNet
+
+        return ResNet(
+            cfg.model,
+            ClipShape(cfg.data.channels, cfg.data.num_frames, cfg.data.crop_size),
+            cfg.noise,
+        )
+
+    def cut_units(self, m: ModelConfig) -> int:
+        return 4
+
+    def units_are(self, m: ModelConfig) -> str:
+        return "the 4 stages of a resnet (0: stem + layer1, 1: layer2, 2: layer3, 3: layer4)"
+
+    def check(self, cfg: Config) -> None:
+        if cfg.data.num_frames != 1:
+            raise _refuse(
+                "data.num_frames",
+                f"a resnet reads images, one-frame clips: set it to 1, got {cfg.data.num_frames}",
+            )
+
+    def approx_params(self, m: ModelConfig) -> float:
+        from bwssl.models.resnet import resnet_layout
+
+        kind, blocks = resnet_layout(m)
+        w, total = m.resnet_width, 49.0 * 3 * m.resnet_width
+        for i, n in enumerate(blocks):
+            c = w * 2**i
+            per = 18 * c * c if kind == "basic" else 4 * c * c + 9 * c * c + 4 * c * c
+            total += n * per
+        return total
+
+    def size_keys(self, m: ModelConfig) -> str:
+        return (
+            f"model.resnet_width={m.resnet_width}, model.resnet_depth={m.resnet_depth}, "
+            f"model.resnet_stage_blocks={m.resnet_stage_blocks}"
+        )
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "video_vit": VideoViTSpec(),
+    "resnet": ResNetSpec(),
 }
-"""Backbone builders by name; each takes the whole config (the clip shape comes from data)."""
+"""Backbones by name; calling one with the whole config builds it (the clip shape comes from
+data)."""
 
 
 def build_backbone(cfg: Config) -> Backbone:

@@ -68,6 +68,9 @@ class Objective(abc.ABC):
     """The smallest batch the loss is defined on (batch statistics need 2)."""
     latent_targets: bool = False
     """Whether the objective can predict ``layer:J`` targets (layer-wise regimes)."""
+    masks_tokens: bool = False
+    """Whether block 0 embeds only the tokens a mask keeps (:attr:`BlockInput.keep`), which
+    only a backbone whose input is a token sequence can do."""
 
     def __init__(self, cfg: Config) -> None:
         from bwssl.regimes import final_targets
