@@ -100,10 +100,11 @@ class ModelConfig:
     of all processes (the paper's SyncBatchNorm); with one process it changes nothing."""
 
     def __post_init__(self) -> None:
-        from bwssl.models.registry import BACKBONES  # the registry imports this module
+        # the registry imports this module
+        from bwssl.models.registry import BACKBONES, backbone_spec
 
         _check_name("model.arch", self.arch, BACKBONES)
-        spec = BACKBONES[self.arch]
+        spec = backbone_spec(self.arch)
         for name in (
             "tubelet_size",
             "patch_size",
@@ -178,9 +179,9 @@ class ModelConfig:
     @property
     def cut_units(self) -> int:
         """How many units the encoder is cut between: layers of a ViT, stages of a ResNet."""
-        from bwssl.models.registry import BACKBONES
+        from bwssl.models.registry import backbone_spec
 
-        return BACKBONES[self.arch].cut_units(self)
+        return backbone_spec(self.arch).cut_units(self)
 
     def block_ranges(self) -> list[tuple[int, int]]:
         """Unit index ranges [start, stop) of each block (layers of a ViT, stages of a
@@ -554,7 +555,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
-        from bwssl.models.registry import BACKBONES
+        from bwssl.models.registry import backbone_spec
         from bwssl.objectives.registry import build_objective
         from bwssl.regimes import REGIMES
 
@@ -562,7 +563,7 @@ class Config:
         if self.seed < 0:
             _fail("seed", f"must be >= 0, got {self.seed}")
         self._check_size()
-        backbone = BACKBONES[self.model.arch]
+        backbone = backbone_spec(self.model.arch)
         if REGIMES[self.regime].schedule is not None:
             if not backbone.layer_cut:
                 _fail(
@@ -590,7 +591,7 @@ class Config:
             )
         if self.objective.decoding == "tokens":
             self._check_decoding_tokens()
-        BACKBONES[self.model.arch].check(self)
+        backbone.check(self)
         if self.data.name == "ucf101" and self.data.root is None and self.data.frames_root is None:
             _fail(
                 "data.root",
@@ -599,9 +600,9 @@ class Config:
 
     def _check_size(self) -> None:
         """Refuse models whose weights alone would not fit any machine, before allocating."""
-        from bwssl.models.registry import BACKBONES
+        from bwssl.models.registry import backbone_spec
 
-        spec = BACKBONES[self.model.arch]
+        spec = backbone_spec(self.model.arch)
         params = spec.approx_params(self.model)
         if params > 1e10:
             _fail(

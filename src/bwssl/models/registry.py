@@ -4,12 +4,14 @@ here.
 An entry is a :class:`BackboneSpec`: it builds the backbone and answers what the
 config needs to know before anything is built (how many units ``model.boundaries``
 index, which settings it refuses, its rough size), so that the config never asks
-which architecture it holds.
+which architecture it holds. A plain builder (a callable taking the config) is an
+entry too: it is cut between ``model.depth`` units and refuses nothing up front.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 from bwssl.config import Config, ConfigError, ModelConfig
 from bwssl.models.backbone import Backbone, ClipShape
@@ -24,6 +26,9 @@ class BackboneSpec(abc.ABC):
 
     unit: str
     """What ``model.boundaries`` index: ``layer``, ``stage``."""
+    debug_preset: str | None
+    """A shipped preset of a tiny model of this backbone that trains a few steps in seconds
+    on a CPU (tests and smoke runs)."""
     layer_cut: bool
     """Whether the backbone has a per-layer cut (:meth:`Backbone.layer_view`), which the
     layer-wise regimes train."""
@@ -60,6 +65,7 @@ class VideoViTSpec(BackboneSpec):
     """``video_vit``: cut between its ``model.depth`` transformer layers."""
 
     unit = "layer"
+    debug_preset = "tiny-debug"
     layer_cut = True
     masks_tokens = True
 
@@ -109,6 +115,7 @@ class ResNetSpec(BackboneSpec):
     """``resnet``: cut between its 4 stages (the stem goes with the first)."""
 
     unit = "stage"
+    debug_preset = "resnet-debug"
     layer_cut = False
     masks_tokens = False
 
@@ -152,12 +159,49 @@ class ResNetSpec(BackboneSpec):
         )
 
 
-BACKBONES: dict[str, BackboneSpec] = {
+class PlainBuilder(BackboneSpec):
+    """A backbone registered as a plain builder: cut between ``model.depth`` units, no
+    checks before building (what it cannot serve fails when it runs)."""
+
+    unit = "unit"
+    debug_preset = None
+    layer_cut = True
+    masks_tokens = True
+
+    def __init__(self, build: Callable[[Config], Backbone]) -> None:
+        self.build = build
+
+    def __call__(self, cfg: Config) -> Backbone:
+        return self.build(cfg)
+
+    def cut_units(self, m: ModelConfig) -> int:
+        return m.depth
+
+    def units_are(self, m: ModelConfig) -> str:
+        return f"model.depth={m.depth}"
+
+    def check(self, cfg: Config) -> None:
+        pass
+
+    def approx_params(self, m: ModelConfig) -> float:
+        return 0.0
+
+    def size_keys(self, m: ModelConfig) -> str:
+        return ""
+
+
+BACKBONES: dict[str, BackboneSpec | Callable[[Config], Backbone]] = {
     "video_vit": VideoViTSpec(),
     "resnet": ResNetSpec(),
 }
-"""Backbones by name; calling one with the whole config builds it (the clip shape comes from
-data)."""
+"""Backbones by name: a :class:`BackboneSpec`, or a plain builder; calling either with the
+whole config builds the backbone (the clip shape comes from data)."""
+
+
+def backbone_spec(arch: str) -> BackboneSpec:
+    """The entry of ``arch`` in :data:`BACKBONES` as a :class:`BackboneSpec`."""
+    entry = BACKBONES[arch]
+    return entry if isinstance(entry, BackboneSpec) else PlainBuilder(entry)
 
 
 def build_backbone(cfg: Config) -> Backbone:
