@@ -149,13 +149,13 @@ class ModelConfig:
                 _fail(
                     "model.boundaries",
                     f"must be strictly increasing {spec.unit} indices in 1..{units - 1} "
-                    f"({spec.units_are}), got {b}",
+                    f"({spec.units_are(self)}), got {b}",
                 )
         elif units % self.num_blocks:
             divisors = [k for k in range(1, units + 1) if units % k == 0]
             _fail(
                 "model.num_blocks",
-                f"must divide {spec.units_are} "
+                f"must divide {spec.units_are(self)} "
                 f"(allowed: {divisors}), got {self.num_blocks}; or give model.boundaries",
             )
 
