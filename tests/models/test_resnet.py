@@ -3,6 +3,8 @@ feature noise, gradient isolation and frozen batch norms, and the torchvision ke
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,8 @@ from bwssl.models import build_backbone, build_model
 from bwssl.models.heads import GlobalBatchNorm2d
 from bwssl.objectives import StepKey
 from bwssl.train.trainer import Trainer, train
+
+from .batch_norm_workers import bn_batch, bn_run, bn_worker
 
 
 def _cfg(*overrides: str):
@@ -357,3 +361,28 @@ def test_bwssl_train_resnet_debug_writes_final_checkpoint(tmp_path):
     ckpt = torch.load(out / "checkpoints" / "final.pt", weights_only=False)
     assert "blocks.0.layer1.0.conv1.weight" in ckpt["model"]
     assert "blocks.3.layer4.0.downsample.0.weight" in ckpt["model"]
+
+
+# --- GlobalBatchNorm2d: two processes (gloo) versus one process on the whole batch -----------
+
+
+def test_global_batch_norm_2d_in_two_processes_equals_batch_norm_on_the_whole_batch(
+    tmp_path, monkeypatch
+):
+    import torch.multiprocessing as mp
+
+    parts = __name__.split(".")
+    root = Path(__file__).resolve().parents[len(parts) - 1]
+    monkeypatch.syspath_prepend(str(root))
+    mp.spawn(bn_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    x, w = bn_batch()
+    ref = bn_run(nn.BatchNorm2d(4).double().train(), x, w)
+    got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    close = {"rtol": 0, "atol": 1e-10}
+    torch.testing.assert_close(torch.cat([g["out"] for g in got]), ref["out"], **close)
+    torch.testing.assert_close(torch.cat([g["x_grad"] for g in got]), ref["x_grad"], **close)
+    for key in ("w_grad", "b_grad"):  # DDP would sum these local gradients
+        torch.testing.assert_close(got[0][key] + got[1][key], ref[key], **close)
+    for g in got:
+        torch.testing.assert_close(g["mean"], ref["mean"], **close)
+        torch.testing.assert_close(g["var"], ref["var"], **close)
