@@ -36,6 +36,7 @@ def _full(depth: int, *extra: str):
         f"model.resnet_depth={depth}",
         "model.resnet_width=64",
         "model.resnet_stage_blocks=null",
+        "model.cifar_stem=false",
         *extra,
     )
 
@@ -179,7 +180,7 @@ def test_boundaries_merge_stages_into_blocks():
             blocks[key.split(".")[1]].add(key.split(".")[2])
     assert blocks == {"0": {"conv1", "bn1", "layer1", "layer2"}, "1": {"layer3"}, "2": {"layer4"}}
     outs = model.block_outputs(_images(2))
-    assert [h.shape[1:] for h in outs] == [(16, 4, 4), (32, 2, 2), (64, 1, 1)]
+    assert [h.shape[1:] for h in outs] == [(16, 16, 16), (32, 8, 8), (64, 4, 4)]
     assert set(model.objective.cfg.model.block_ranges()) == {(0, 2), (2, 3), (3, 4)}
 
 
@@ -288,8 +289,13 @@ def test_no_gradient_of_a_block_s_loss_reaches_an_earlier_block():
                 assert all(g is None for g in grads), (k, j)
 
 
-def test_a_frozen_block_keeps_its_batch_norm_statistics(tmp_path, monkeypatch):
-    cfg = _cfg("regime=sequential", "model.num_blocks=2", "train.max_steps=2")
+def test_bwssl_train_sequential_keeps_the_frozen_block_s_batch_norm_statistics(
+    tmp_path, monkeypatch
+):
+    """One ``bwssl train resnet-debug`` run through the CLI, sequential in 2 blocks: block 0's
+    running statistics move in stage 1 and stay put in stage 2, where it is frozen."""
+    overrides = ["regime=sequential", "model.num_blocks=2", "train.max_steps=2"]
+    cfg = _cfg(*overrides)
     torch.manual_seed(cfg.seed)
     init = build_model(cfg).state_dict()
     seen = {}
@@ -300,8 +306,11 @@ def test_a_frozen_block_keeps_its_batch_norm_statistics(tmp_path, monkeypatch):
         return prepare(self, model, stage)
 
     monkeypatch.setattr(Trainer, "prepare_stage", spy)
-    train(cfg, tmp_path / "run")
-    final = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=False)["model"]
+    out = tmp_path / "run"
+    assert main(["train", "resnet-debug", "--out", str(out), *overrides]) == 0
+    final = torch.load(out / "checkpoints" / "final.pt", weights_only=False)["model"]
+    assert "blocks.0.layer1.0.conv1.weight" in final
+    assert "blocks.1.layer4.0.downsample.0.weight" in final
     stats = [k for k in final if "running_" in k or "num_batches" in k]
     block0 = [k for k in stats if k.startswith("blocks.0.")]
     block1 = [k for k in stats if k.startswith("blocks.1.")]
@@ -353,14 +362,6 @@ def test_sync_bn_builds_global_batch_norms_that_equal_batch_norm_in_one_process(
     x = _images(4)
     a, b = backbone.train().block_outputs(x), plain.train().block_outputs(x)
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
-
-
-def test_bwssl_train_resnet_debug_writes_final_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", "resnet-debug", "--out", str(out), "train.max_steps=2"]) == 0
-    ckpt = torch.load(out / "checkpoints" / "final.pt", weights_only=False)
-    assert "blocks.0.layer1.0.conv1.weight" in ckpt["model"]
-    assert "blocks.3.layer4.0.downsample.0.weight" in ckpt["model"]
 
 
 # --- GlobalBatchNorm2d: two processes (gloo) versus one process on the whole batch -----------
