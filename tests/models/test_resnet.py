@@ -387,3 +387,10 @@ def test_global_batch_norm_2d_in_two_processes_equals_batch_norm_on_the_whole_ba
     for g in got:
         torch.testing.assert_close(g["mean"], ref["mean"], **close)
         torch.testing.assert_close(g["var"], ref["var"], **close)
+
+
+def test_results_name_the_resnet():
+    from bwssl.analysis.sources import model_name
+
+    assert model_name(_full(50).model) == "resnet50"
+    assert model_name(_cfg().model) == "resnet18-w8-b1111-cifar"

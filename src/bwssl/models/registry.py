@@ -60,6 +60,10 @@ class BackboneSpec(abc.ABC):
     def size_keys(self, m: ModelConfig) -> str:
         """The keys that set the size, with their values, for the too-large message."""
 
+    def describe(self, m: ModelConfig) -> str:
+        """A short readable name of the architecture ``m`` describes (tables, figures)."""
+        return m.arch
+
 
 class VideoViTSpec(BackboneSpec):
     """``video_vit``: cut between its ``model.depth`` transformer layers."""
@@ -110,6 +114,16 @@ class VideoViTSpec(BackboneSpec):
             f"model.decoder_dim={m.decoder_dim}"
         )
 
+    def describe(self, m: ModelConfig) -> str:
+        """``deit-tiny``/``deit-small`` for their shapes, else ``vit-d{width}`` (``-l{depth}``
+        when the depth is not 12)."""
+        if m.depth == 12 and m.mlp_ratio == 4.0:
+            if (m.embed_dim, m.num_heads) == (192, 3):
+                return "deit-tiny"
+            if (m.embed_dim, m.num_heads) == (384, 6):
+                return "deit-small"
+        return f"vit-d{m.embed_dim}" + ("" if m.depth == 12 else f"-l{m.depth}")
+
 
 class ResNetSpec(BackboneSpec):
     """``resnet``: cut between its 4 stages (the stem goes with the first)."""
@@ -157,6 +171,19 @@ class ResNetSpec(BackboneSpec):
             f"model.resnet_width={m.resnet_width}, model.resnet_depth={m.resnet_depth}, "
             f"model.resnet_stage_blocks={m.resnet_stage_blocks}"
         )
+
+    def describe(self, m: ModelConfig) -> str:
+        """``resnet{depth}``, with ``-w{width}`` off width 64, ``-b{blocks per stage}`` off the
+        depth's standard, ``-cifar`` with the CIFAR stem."""
+        from bwssl.models.resnet import RESNET_LAYOUTS
+
+        name = f"resnet{m.resnet_depth}"
+        if m.resnet_width != 64:
+            name += f"-w{m.resnet_width}"
+        blocks = m.resnet_stage_blocks
+        if blocks is not None and tuple(blocks) != RESNET_LAYOUTS[m.resnet_depth][1]:
+            name += "-b" + "".join(map(str, blocks))
+        return name + ("-cifar" if m.cifar_stem else "")
 
 
 class PlainBuilder(BackboneSpec):
