@@ -197,6 +197,7 @@ def test_boundaries_merge_stages_into_blocks():
         (["model.resnet_depth=20"], r"'model\.resnet_depth'.*18, 34, 50"),
         (["model.resnet_stage_blocks=[1,1,1]"], r"'model\.resnet_stage_blocks'"),
         (["model.resnet_width=0"], r"'model\.resnet_width'"),
+        (["model.resnet_width=65536"], r"'model'.*too large to build"),
         (["noise.std=-1"], r"'noise\.std'"),
         (["noise.mode=pixel"], r"'noise\.mode'"),
     ],

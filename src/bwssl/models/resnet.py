@@ -142,6 +142,11 @@ class ResNetBlock(nn.Module):
     ``maxpool`` (stem only; an identity with the CIFAR stem) and ``layer{i}``.
     """
 
+    conv1: nn.Conv2d
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
+
     def __init__(self, stem: nn.ModuleDict | None, stages: dict[str, nn.Sequential]) -> None:
         super().__init__()
         self.has_stem = stem is not None
