@@ -45,13 +45,15 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     and mean square (not its feature maps) are gathered with an autograd-aware collective,
     so normalization, gradients and running statistics equal one process on the whole
     batch, as with SyncBatchNorm (which refuses the CPU tensors of gloo runs). Every
-    process must hold maps of the same shape. Same parameters, buffers and state-dict
-    keys as ``nn.BatchNorm2d``.
+    process must hold maps of the same shape. Half-precision maps are normalized in
+    float32 (the output too, as autocast runs batch norm). Same parameters, buffers and state-dict keys as ``nn.BatchNorm2d``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(x)
+        if x.dtype in (torch.float16, torch.bfloat16):  # statistics in fp32, as batch_norm
+            x = x.float()
         local = torch.cat([x.mean((0, 2, 3)), x.square().mean((0, 2, 3))])  # (2C,)
         mean, sq = gather_batch(local[None]).mean(0).chunk(2)  # equal counts per process
         var = (sq - mean.square()).clamp_min(0)
