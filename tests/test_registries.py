@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bwssl.config import ConfigError
+from bwssl.config import Config, ConfigError, load_config
 from bwssl.data.transforms import normalize
-from bwssl.models import BACKBONES, build_model
+from bwssl.models import BACKBONES, backbone_spec, build_model
 from bwssl.objectives import OBJECTIVES, StepKey, with_labels
 from bwssl.regimes import REGIMES, is_layerwise, run_stages
 from bwssl.train.trainer import Trainer, train
@@ -26,8 +26,16 @@ MATRIX = list(itertools.product(BACKBONES, OBJECTIVES, REGIMES))
 
 
 def _cfg(make_cfg, arch: str, objective: str, regime: str, *extra: str):
-    """Two steps; a layer-wise regime freezes its first layer (and switches targets) at the
-    second. None where the objective cannot serve the regime (checked: refused up front)."""
+    """Two steps of the backbone's debug preset; a layer-wise regime freezes its first layer
+    (and switches targets) at the second. None where the backbone or the objective cannot
+    serve the combination (checked: refused up front, naming the key)."""
+    spec = backbone_spec(arch)
+    if spec.debug_preset is not None:
+        preset = spec.debug_preset
+
+        def make_cfg(*overrides: str) -> Config:
+            return load_config(preset, list(overrides))
+
     args = [
         f"model.arch={arch}",
         f"objective.name={objective}",
@@ -40,6 +48,14 @@ def _cfg(make_cfg, arch: str, objective: str, regime: str, *extra: str):
         "layerlock.max_frozen=1",
         *extra,
     ]
+    if is_layerwise(regime) and not spec.layer_cut:
+        with pytest.raises(ConfigError, match=r"'regime'.*cannot be cut per layer"):
+            make_cfg(*args)
+        return None
+    if objective == "masked_pixels" and not spec.masks_tokens:
+        with pytest.raises(ConfigError, match=r"'objective\.name'.*hides tokens"):
+            make_cfg(*args)
+        return None
     if is_layerwise(regime) and regime != "freeze" and objective != "masked_pixels":
         with pytest.raises(ConfigError, match=r"objective\.name"):
             make_cfg(*args)
@@ -166,3 +182,12 @@ def test_every_objective_has_heads_only_where_its_regime_has_losses(objective, m
             assert model.head_blocks == (1,)
         else:
             assert model.head_blocks == (0, 1)
+
+
+@pytest.mark.parametrize("arch", list(BACKBONES))
+def test_every_backbone_has_a_debug_preset_of_its_own(arch):
+    spec = backbone_spec(arch)
+    assert spec.debug_preset is not None
+    cfg = load_config(spec.debug_preset)
+    assert cfg.model.arch == arch
+    assert cfg.train.batch_size <= 8 and cfg.data.synthetic_train <= 32

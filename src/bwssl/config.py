@@ -46,7 +46,9 @@ class ModelConfig:
     """
 
     arch: str = "video_vit"
-    """Backbone, a name of :data:`bwssl.models.BACKBONES` (``video_vit``)."""
+    """Backbone, a name of :data:`bwssl.models.BACKBONES`: ``video_vit`` (the keys up to
+    ``rope``) or ``resnet`` (the ``resnet_*``, ``cifar_stem`` and ``sync_bn`` keys; images
+    as one-frame clips)."""
     tubelet_size: int = 2
     """Frames per token (temporal patch size)."""
     patch_size: int = 16
@@ -60,11 +62,13 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     """Hidden width of each MLP relative to the embedding width."""
     num_blocks: int = 4
-    """K, the number of gradient-isolated blocks; must divide ``depth`` unless
-    ``boundaries`` is given."""
+    """K, the number of gradient-isolated blocks; must divide the backbone's cut units
+    (``depth`` layers of a ViT, the 4 stages of a ResNet) unless ``boundaries`` is given."""
     boundaries: list[int] | None = None
-    """Explicit cut points: layer indices where blocks 2..K start, e.g. [2, 6, 9]
-    for depth 12 and K 4. Overrides the even split."""
+    """Explicit cut points: the units where blocks 2..K start. ViT: layer indices, e.g.
+    [2, 6, 9] for depth 12 and K 4. ResNet: stage indices in 1..3 of its 4 stages (0: stem
+    + layer1, 1: layer2, 2: layer3, 3: layer4), e.g. [2, 3] for K 3 merges the first two
+    blocks. Overrides the even split."""
     decoder_depth: int = 4
     """Layers of each block's decoder."""
     decoder_dim: int = 192
@@ -85,11 +89,27 @@ class ModelConfig:
     block's output, what the next block and block k's head read, is normalized. The paper's
     side ablation (it found no notable difference). Such models cannot be exported to
     Hugging Face VideoMAE."""
+    resnet_depth: int = 50
+    """ResNet: 18 or 34 (basic blocks), 50, 101 or 152 (bottleneck blocks), as torchvision."""
+    resnet_width: int = 64
+    """ResNet: channels of the stem and of the first stage's blocks (doubled per stage);
+    64 is torchvision's, smaller widths make debug models."""
+    resnet_stage_blocks: list[int] | None = None
+    """ResNet: residual blocks in each of the 4 stages; null: the depth's standard
+    ([2, 2, 2, 2] for 18, [3, 4, 6, 3] for 34 and 50, ...)."""
+    cifar_stem: bool = False
+    """ResNet: a 3x3 stride-1 stem convolution and no max-pool (for 32-pixel images)
+    instead of the 7x7 stride-2 convolution and max-pool."""
+    sync_bn: bool = False
+    """ResNet: under DDP every batch norm of the backbone normalizes over the global batch
+    of all processes (the paper's SyncBatchNorm); with one process it changes nothing."""
 
     def __post_init__(self) -> None:
-        from bwssl.models.registry import BACKBONES  # the registry imports this module
+        # the registry imports this module
+        from bwssl.models.registry import BACKBONES, backbone_spec
 
         _check_name("model.arch", self.arch, BACKBONES)
+        spec = backbone_spec(self.arch)
         for name in (
             "tubelet_size",
             "patch_size",
@@ -121,6 +141,8 @@ class ModelConfig:
             )
         if self.mlp_ratio <= 0:
             _fail("model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        self._check_resnet_keys()
+        units = self.cut_units
         if self.boundaries is not None:
             b = list(self.boundaries)
             if len(b) != self.num_blocks - 1:
@@ -128,26 +150,53 @@ class ModelConfig:
                     "model.boundaries",
                     f"needs num_blocks-1={self.num_blocks - 1} cut points, got {len(b)}",
                 )
-            if b != sorted(set(b)) or (b and (b[0] <= 0 or b[-1] >= self.depth)):
+            if b != sorted(set(b)) or (b and (b[0] <= 0 or b[-1] >= units)):
                 _fail(
                     "model.boundaries",
-                    f"must be strictly increasing layer indices in 1..{self.depth - 1}, got {b}",
+                    f"must be strictly increasing {spec.unit} indices in 1..{units - 1} "
+                    f"({spec.units_are(self)}), got {b}",
                 )
-        elif self.depth % self.num_blocks:
-            divisors = [k for k in range(1, self.depth + 1) if self.depth % k == 0]
+        elif units % self.num_blocks:
+            divisors = [k for k in range(1, units + 1) if units % k == 0]
             _fail(
                 "model.num_blocks",
-                f"must divide model.depth={self.depth} "
+                f"must divide {spec.units_are(self)} "
                 f"(allowed: {divisors}), got {self.num_blocks}; or give model.boundaries",
             )
 
+    def _check_resnet_keys(self) -> None:
+        from bwssl.models.resnet import RESNET_LAYOUTS
+
+        if self.resnet_depth not in RESNET_LAYOUTS:
+            _fail(
+                "model.resnet_depth",
+                f"allowed: {', '.join(map(str, RESNET_LAYOUTS))}; got {self.resnet_depth}",
+            )
+        if self.resnet_width < 1:
+            _fail("model.resnet_width", f"must be a positive integer, got {self.resnet_width}")
+        n = self.resnet_stage_blocks
+        if n is not None and (len(n) != 4 or any(b < 1 for b in n)):
+            _fail(
+                "model.resnet_stage_blocks",
+                f"must be 4 positive block counts (one per stage) or null, got {n}",
+            )
+
+    @property
+    def cut_units(self) -> int:
+        """How many units the encoder is cut between: layers of a ViT, stages of a ResNet."""
+        from bwssl.models.registry import backbone_spec
+
+        return backbone_spec(self.arch).cut_units(self)
+
     def block_ranges(self) -> list[tuple[int, int]]:
-        """Layer index ranges [start, stop) of each block."""
+        """Unit index ranges [start, stop) of each block (layers of a ViT, stages of a
+        ResNet)."""
+        units = self.cut_units
         if self.boundaries is not None:
-            cuts = [0, *self.boundaries, self.depth]
+            cuts = [0, *self.boundaries, units]
         else:
-            step = self.depth // self.num_blocks
-            cuts = list(range(0, self.depth + 1, step))
+            step = units // self.num_blocks
+            cuts = list(range(0, units + 1, step))
         return list(itertools.pairwise(cuts))
 
 
@@ -324,6 +373,26 @@ class ObjectiveConfig:
 
 
 @dataclass
+class NoiseConfig:
+    """Gaussian noise added to every block's output in training (the blockwise ResNet paper's
+    regularizer): ``h + std * randn_like(h) * s`` with ``s`` the standard deviation of ``h``
+    (not detached), before the pooling of the block's head and before the next block, so
+    the next block sees the noisy tensor too. Never in evaluation mode."""
+
+    std: float = 0.0
+    """Noise scale relative to the activations' standard deviation (0.25 in the paper);
+    0 turns the noise off."""
+    mode: Literal["all", "channel", "position"] = "all"
+    """Over what ``s`` is taken: ``all``, one scalar over the whole (B, C, H, W) output (the
+    released code's); ``channel``, one per channel over (B, H, W); ``position``, one per
+    spatial position over (B, C)."""
+
+    def __post_init__(self) -> None:
+        if self.std < 0:
+            _fail("noise.std", f"must be >= 0 (0: no noise), got {self.std}")
+
+
+@dataclass
 class LayerLockConfig:
     """Progressive layer freezing and the pixel-to-latent target schedule of the ``freeze``,
     ``layerlock`` and ``latent`` regimes (steps count over the whole run).
@@ -479,8 +548,6 @@ class TrainConfig:
             _fail("train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.min_lr < 0:
             _fail("train.min_lr", f"must be >= 0, got {self.min_lr}")
-        if self.lr_scale_batch is not None and self.lr_scale_batch < 1:
-            _fail("train.lr_scale_batch", f"must be >= 1 or null, got {self.lr_scale_batch}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             _fail("train.betas", f"must be two numbers in [0, 1), got {self.betas}")
         if self.clip_grad is not None and self.clip_grad <= 0:
@@ -635,10 +702,12 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     layerlock: LayerLockConfig = field(default_factory=LayerLockConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
+        from bwssl.models.registry import backbone_spec
         from bwssl.objectives.registry import build_objective
         from bwssl.regimes import REGIMES
 
@@ -646,9 +715,23 @@ class Config:
         if self.seed < 0:
             _fail("seed", f"must be >= 0, got {self.seed}")
         self._check_size()
+        backbone = backbone_spec(self.model.arch)
         if REGIMES[self.regime].schedule is not None:
+            if not backbone.layer_cut:
+                _fail(
+                    "regime",
+                    f"{self.regime} trains layer by layer, but a {self.model.arch} backbone "
+                    "cannot be cut per layer; use e2e, simultaneous or sequential",
+                )
             self._check_layer_schedule()
         objective = build_objective(self)  # checks the objective's own keys
+        if objective.masks_tokens and not backbone.masks_tokens:
+            _fail(
+                "objective.name",
+                f"{self.objective.name} hides tokens from the encoder, which a "
+                f"{self.model.arch} backbone cannot; use a joint-embedding objective "
+                "(barlow_twins, vicreg, simclr)",
+            )
         if self.objective.pooling != "backbone" and not objective.pooling_heads:
             _fail(
                 "objective.pooling",
@@ -665,48 +748,31 @@ class Config:
                 f"{self.train.batch_size} / train.accum_steps={self.train.accum_steps} gives "
                 f"{self.train.batch_size // self.train.accum_steps}",
             )
-        m, d = self.model, self.data
         if self.objective.decoding == "tokens":
             self._check_decoding_tokens()
-        if d.crop_size % m.patch_size:
-            _fail(
-                "model.patch_size", f"must divide data.crop_size={d.crop_size}, got {m.patch_size}"
-            )
-        if d.num_frames % m.tubelet_size:
-            _fail(
-                "model.tubelet_size",
-                f"must divide data.num_frames={d.num_frames}, got {m.tubelet_size}",
-            )
-        from bwssl.data.masking import num_masked
-
-        t, h, w = self.token_grid
-        masked_over = h * w if self.mask.kind == "tube" else t * h * w
-        if num_masked(masked_over, self.mask.ratio) < 1:
-            _fail(
-                "mask.ratio",
-                f"masks no token: int({self.mask.ratio} x {masked_over}) = 0 "
-                f"({'spatial positions' if self.mask.kind == 'tube' else 'tokens'}); raise it",
-            )
+        backbone.check(self)
         if self.data.name == "ucf101" and self.data.root is None and self.data.frames_root is None:
             _fail(
                 "data.root",
                 "data.name=ucf101 needs data.root (the UCF101 video folder) or data.frames_root",
             )
-        if self.data.name not in ("synthetic", "ucf101") and self.data.root is None:
-            _fail("data.root", f"data.name={self.data.name} needs data.root (its video folder)")
+        if (
+            self.data.name not in ("synthetic", "synthetic_images", "ucf101")
+            and self.data.root is None
+        ):
+            _fail("data.root", f"data.name={self.data.name} needs data.root (its folder)")
 
     def _check_size(self) -> None:
         """Refuse models whose weights alone would not fit any machine, before allocating."""
-        m = self.model
-        per_layer = 4 * m.embed_dim**2 + 2 * m.mlp_ratio * m.embed_dim**2
-        per_decoder_layer = 4 * m.decoder_dim**2 + 2 * m.mlp_ratio * m.decoder_dim**2
-        params = m.depth * per_layer + m.num_blocks * m.decoder_depth * per_decoder_layer
+        from bwssl.models.registry import backbone_spec
+
+        spec = backbone_spec(self.model.arch)
+        params = spec.approx_params(self.model)
         if params > 1e10:
             _fail(
                 "model",
                 f"about {params:.2g} parameters ({params * 4 / 2**30:,.0f} GiB of fp32 weights "
-                f"alone; model.embed_dim={m.embed_dim}, model.depth={m.depth}, "
-                f"model.decoder_dim={m.decoder_dim}): too large to build",
+                f"alone; {spec.size_keys(self.model)}): too large to build",
             )
         n = self.data.num_frames * self.data.crop_size**2 * self.data.channels
         if n * self.train.batch_size > 2**34:

@@ -95,19 +95,20 @@ def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
 
 
 @pytest.mark.parametrize(
-    "regime,objective",
+    "regime,objective,preset",
     [
-        ("simultaneous", "masked_pixels"),
-        ("e2e", "masked_pixels"),
-        ("simultaneous", "barlow_twins"),
-        ("e2e", "vicreg"),
-        ("layerlock", "masked_pixels"),  # freezing events at steps 2 and 4, latent targets
+        ("simultaneous", "masked_pixels", "tiny-debug"),
+        ("e2e", "masked_pixels", "tiny-debug"),
+        ("simultaneous", "barlow_twins", "tiny-debug"),
+        ("e2e", "vicreg", "tiny-debug"),
+        ("layerlock", "masked_pixels", "tiny-debug"),  # freezing at steps 2 and 4, latents
+        ("simultaneous", "barlow_twins", "resnet-debug"),  # with model.sync_bn
     ],
 )
-def test_two_processes_match_one_with_the_same_global_batch(regime, objective, tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(regime, objective, preset, tmp_path):
     """The same weights from one process and from two splitting its batch; for joint
     embedding that needs the views, the losses and the projectors' batch norms all taken
-    over the global batch."""
+    over the global batch, and for a ResNet its batch norms too (``model.sync_bn``)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun is not None, "torchrun ships with torch"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -115,7 +116,8 @@ def test_two_processes_match_one_with_the_same_global_batch(regime, objective, t
         "-m",
         "bwssl",
         "train",
-        "tiny-debug",
+        preset,
+        *(["model.sync_bn=true"] if preset == "resnet-debug" else []),
         f"regime={regime}",
         "train.epochs=2",
         "train.batch_size=4",

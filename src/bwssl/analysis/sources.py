@@ -38,14 +38,11 @@ logger = logging.getLogger(__name__)
 
 
 def model_name(m: ModelConfig) -> str:
-    """A readable architecture name: ``deit-tiny``/``deit-small`` for their shapes, else
-    ``vit-d{width}`` (``-l{depth}`` when the depth is not 12)."""
-    if m.depth == 12 and m.mlp_ratio == 4.0:
-        if (m.embed_dim, m.num_heads) == (192, 3):
-            return "deit-tiny"
-        if (m.embed_dim, m.num_heads) == (384, 6):
-            return "deit-small"
-    return f"vit-d{m.embed_dim}" + ("" if m.depth == 12 else f"-l{m.depth}")
+    """A readable architecture name, as its backbone's registry entry describes it
+    (``deit-tiny``, ``vit-d64``, ``resnet50``, ``resnet18-w8-b1111-cifar``)."""
+    from bwssl.models.registry import backbone_spec
+
+    return backbone_spec(m.arch).describe(m)
 
 
 @dataclass

@@ -169,7 +169,11 @@ def make_loader(
     """A DataLoader over ``batch_sampler``'s key batches with :func:`collate_clips`.
 
     Workers persist across epochs; the sampler is iterated in the main
-    process, so changing its epoch between epochs works.
+    process, so changing its epoch between epochs works. Every iteration
+    draws the workers' base seed from a generator of the loader's own, never
+    from torch's global RNG, so starting an epoch (or resuming in the middle
+    of one) leaves the global stream where a checkpoint restored it: training
+    draws from it (feature noise), and a resumed run must draw the same.
     """
     workers = num_workers > 0
     return torch.utils.data.DataLoader(
@@ -179,6 +183,7 @@ def make_loader(
         pin_memory=pin_memory,
         collate_fn=functools.partial(collate_clips, clip_shape=dataset.clip_shape),
         persistent_workers=workers,
+        generator=torch.Generator().manual_seed(0),
     )
 
 

@@ -38,6 +38,39 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         return out * self.weight + self.bias if self.affine else out
 
 
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch of all processes.
+
+    With one process it is ``nn.BatchNorm2d``. Under DDP each process's per-channel mean
+    and mean square (not its feature maps) are gathered with an autograd-aware collective,
+    so normalization, gradients and running statistics equal one process on the whole
+    batch, as with SyncBatchNorm (which refuses the CPU tensors of gloo runs). Every
+    process must hold maps of the same shape. Half-precision maps are normalized in
+    float32 (the output too, as autocast runs batch norm). Same parameters, buffers and state-dict keys as ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        if x.dtype in (torch.float16, torch.bfloat16):  # statistics in fp32, as batch_norm
+            x = x.float()
+        local = torch.cat([x.mean((0, 2, 3)), x.square().mean((0, 2, 3))])  # (2C,)
+        mean, sq = gather_batch(local[None]).mean(0).chunk(2)  # equal counts per process
+        var = (sq - mean.square()).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                n = x.numel() // x.shape[1] * world_size()
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), m)
+                self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+        shape = (1, -1, 1, 1)
+        out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
 class Projector(nn.Module):
     """Pooled features (B, D) -> embedding (B, widths[-1]), optionally behind a pooling head.
 

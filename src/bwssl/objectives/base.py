@@ -85,6 +85,9 @@ class Objective(abc.ABC):
     pooling_heads: bool = False
     """Whether the heads pool their block's output as ``objective.pooling`` says (and have
     :meth:`head_features`)."""
+    masks_tokens: bool = False
+    """Whether block 0 embeds only the tokens a mask keeps (:attr:`BlockInput.keep`), which
+    only a backbone whose input is a token sequence can do."""
 
     def __init__(self, cfg: Config) -> None:
         from bwssl.regimes import final_targets

@@ -125,6 +125,7 @@ class MaskedPixels(Objective):
     head_key = "decoders"
     reconstructs_pixels = True
     latent_targets = True
+    masks_tokens = True
 
     def __init__(self, cfg: Config) -> None:
         from bwssl.regimes import target_layers
