@@ -1,0 +1,429 @@
+"""Block-parallel training: every process trains its own blocks, and only activations move.
+
+Under ``train.parallel=blocks`` the processes form a pipeline
+(:class:`~bwssl.train.pipeline_layout.PipelineLayout`). At step t a process
+receives its input for batch t from the previous stage, runs its blocks,
+sends their output on as soon as it exists, then computes its local losses,
+backpropagates them and steps its own optimizers; meanwhile the next stage
+works on batch t and the previous one on batch t + 1. Block k at step t thus
+sees block k - 1's output for batch t computed with k - 1's weights before
+their step-t update, exactly what single-process simultaneous training feeds
+it, so both end with the same weights. Every process draws the step's masks
+and views itself (they are pure functions of the step key), so only block
+outputs travel, forward, and nothing ever travels back.
+
+What must be agreed (the losses to log, a non-finite loss, a stop signal) is
+all-reduced once per step over every process, staggered: the process
+``lag`` steps ahead of the last stage reduces step t after its own step
+t + lag, so all of them reach that reduction together and nobody waits for
+the pipeline to drain. At checkpoints, the stage's end and a stop they drain
+(the pending reductions are done), and rank 0 gathers every stage's weights
+and optimizer states into one checkpoint of the whole model, the same as a
+single process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import signal
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from bwssl.base.collectives import data_parallel_group
+from bwssl.base.files import atomic_write_text
+from bwssl.data import ClipBatch, check_unreadable
+from bwssl.errors import RunStopped
+from bwssl.models.blockwise import BlockwiseModel
+from bwssl.objectives.base import StepKey
+from bwssl.regimes import Stage
+from bwssl.train.activation_link import ActivationLink
+from bwssl.train.checkpoint import save_checkpoint
+from bwssl.train.pipeline_layout import PipelineLayout
+from bwssl.train.pipeline_log import StepLog
+from bwssl.train.sampling import EpochBatchSampler
+from bwssl.train.trainer import Position, Trainer, Unit
+
+
+class PipelineTrainer(Trainer):
+    """The trainer of ``train.parallel=blocks``: this process's share of every stage."""
+
+    def __init__(self, cfg: Any, run_dir: Path, resume_with: Sequence[str] = ()) -> None:
+        super().__init__(cfg, run_dir, resume_with)
+        lay = self.layout
+        self.replica_group: dist.ProcessGroup | None = None
+        self.control: dist.ProcessGroup | None = None
+        if self.world > 1:
+            # Every process creates every group, in the same order.
+            for s in range(lay.stages):
+                group = dist.new_group(lay.replica_ranks(s))
+                if s == lay.stage:
+                    self.replica_group = group
+            self.control = dist.new_group(list(range(self.world)), backend="gloo")
+        self.link = ActivationLink(lay.previous, lay.next, self.device)
+
+    def data_parallel(self) -> tuple[int, int]:
+        self.layout = PipelineLayout.of(self.world, self.rank, self.cfg.train.pipeline_stages)
+        return self.layout.replica, self.layout.replicas
+
+    # --- what this process holds -----------------------------------------------------------
+    def owned(self, stage: Stage) -> tuple[int, ...]:
+        """The blocks this process trains in ``stage``."""
+        return self.layout.blocks(stage)
+
+    def _owned_keys(self, model: BlockwiseModel, blocks: tuple[int, ...]) -> list[str]:
+        prefixes = tuple(f"blocks.{k}." for k in blocks) + tuple(
+            f"{model.head_key}.{model.objective.head_name(k)}."
+            for k in blocks
+            if k in model.head_blocks
+        )
+        return [n for n in model.state_dict() if n.startswith(prefixes)]
+
+    def prepare_stage(self, model: BlockwiseModel, stage: Stage) -> list[Unit]:
+        """As :meth:`Trainer.prepare_stage` for this process's blocks; the weights of every
+        other block and head are released (they live in other processes)."""
+        units = super().prepare_stage(model, stage)
+        mine = set(self.owned(stage))
+        for k in range(model.num_blocks):
+            if k not in mine:
+                for p in model.block_params(k):
+                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+                    p.requires_grad_(False)
+        return units
+
+    def units(self, model: BlockwiseModel, stage: Stage, wrap: bool = True) -> list[Unit]:
+        """This process's optimizer units of ``stage``, DDP over its stage's replicas."""
+        mine = set(self.owned(stage))
+        units = [u for u in super().units(model, stage, wrap=False) if set(u.blocks) <= mine]
+        for u in units:
+            if wrap and self.layout.replicas > 1 and u.forward is not None:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                u.forward = nn.parallel.DistributedDataParallel(
+                    u.forward,
+                    device_ids=ids,
+                    broadcast_buffers=False,
+                    process_group=self.replica_group,
+                )
+            if wrap and self.cfg.train.compile and u.forward is not None:
+                u.forward = torch.compile(
+                    u.forward, backend=self.cfg.train.compile_backend, dynamic=False
+                )
+        return units
+
+    # --- one step of this process ----------------------------------------------------------
+    def stage_step(
+        self,
+        model: BlockwiseModel,
+        stage: Stage,
+        units: list[Unit],
+        batch: ClipBatch,
+        pos: Position,
+        lr: float,
+        clock: dict[str, float],
+    ) -> dict[int, torch.Tensor]:
+        """One optimizer step of this process's units on ``batch``: its input received from
+        the previous stage (the first stage: the step's views), its output sent on before
+        its backward. Returns the mean loss per owned block (maybe non-finite: the caller
+        checks, with every process). ``clock['wait']`` grows by the seconds spent waiting
+        for the input."""
+        cfg, dev = self.cfg, self.device
+        for unit in units:
+            for group in unit.optimizer.param_groups:
+                group["lr"] = lr
+        key = StepKey(cfg.seed, pos.epoch, pos.step, cfg.train.batch_size)
+        rows = torch.arange(self.replica, cfg.train.batch_size, self.replicas)
+        rows = rows[: batch.video.shape[0]]
+        video = batch.video.to(dev, non_blocking=True)
+        accum, last = cfg.train.accum_steps, len(units) - 1
+        sums: dict[int, torch.Tensor] = {}
+        for i, (v, r) in enumerate(zip(video.chunk(accum), rows.chunk(accum), strict=True)):
+            prepared = model.objective.prepare(v, key, r, train=True)
+            if self.link.source is None:
+                xs = prepared.views
+                with torch.no_grad(), self.autocast():
+                    for k in range(stage.frozen):
+                        xs = [
+                            model.forward_block(k, x, inp)
+                            for x, inp in zip(xs, prepared.block_inputs, strict=True)
+                        ]
+            else:
+                t0 = time.perf_counter()
+                xs = self.link.recv(len(prepared.views))
+                clock["wait"] += time.perf_counter() - t0
+            for u, unit in enumerate(units):
+                assert unit.forward is not None
+                sync = (
+                    unit.forward.no_sync()
+                    if i < accum - 1 and hasattr(unit.forward, "no_sync")
+                    else contextlib.nullcontext()
+                )
+                with sync:
+                    with self.autocast():
+                        xs, losses = unit.forward(xs, prepared)
+                    if u == last and self.link.to is not None:
+                        t0 = time.perf_counter()
+                        self.link.send(xs)  # the next stage starts before this backward
+                        clock["wait"] += time.perf_counter() - t0
+                    loss = sum(losses.values()) / accum
+                    if unit.scaler is not None:
+                        loss = unit.scaler.scale(loss)
+                    loss.backward()
+                xs = [x.detach() for x in xs]
+                for k, val in losses.items():
+                    sums[k] = sums.get(k, 0) + val.detach() / accum
+                if i == accum - 1:
+                    self._apply(unit)
+        return sums
+
+    # --- the loop --------------------------------------------------------------------------
+    def _run_stage(
+        self,
+        model: BlockwiseModel,
+        stage: Stage,
+        units: list[Unit],
+        sampler: EpochBatchSampler,
+        loader: Any,
+        pos: Position,
+        steps_per_epoch: int,
+        total: int,
+        lr_of: Callable[[int], float],
+    ) -> None:
+        with data_parallel_group(self.replica_group):
+            self._pipeline_stage(
+                model, stage, units, sampler, loader, pos, steps_per_epoch, total, lr_of
+            )
+
+    def _pipeline_stage(
+        self,
+        model: BlockwiseModel,
+        stage: Stage,
+        units: list[Unit],
+        sampler: EpochBatchSampler,
+        loader: Any,
+        pos: Position,
+        steps_per_epoch: int,
+        total: int,
+        lr_of: Callable[[int], float],
+    ) -> None:
+        cfg, lay = self.cfg, self.layout
+        label = f"{cfg.regime} stage {stage.index + 1}/{len(self.stages)} (pipeline)"
+        bar = tqdm(
+            total=total,
+            initial=min(total, pos.epoch * steps_per_epoch + pos.step),
+            desc=label,
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not cfg.train.progress or self.rank != 0,
+        )
+        log = StepLog(self, stage, lay.stages, model.num_blocks)
+        pending: deque[tuple[dict[str, Any], torch.Tensor]] = deque()
+        stop_at: list[int | None] = [None]
+        busy, ends = [], []
+
+        def reduce_one() -> None:
+            info, vector = pending.popleft()
+            if self.control is not None:
+                dist.all_reduce(vector, group=self.control)
+            log.add(info, vector, self.replicas)  # raises TrainingDiverged on a bad loss
+            if vector[-1] > 0 and stop_at[0] is None:
+                stop_at[0] = min(info["stage_step"] + lay.stages - 1, total - 1)
+
+        def drain() -> None:
+            while pending:
+                reduce_one()
+            self.link.wait()
+
+        while pos.epoch * steps_per_epoch + pos.step < total:
+            sampler.epoch, sampler.start = pos.epoch, pos.step
+            t0 = time.perf_counter()  # busy from here: loading the batch counts
+            for batch in loader:
+                stage_step = pos.epoch * steps_per_epoch + pos.step
+                if stage_step >= total:
+                    break
+                lr = lr_of(stage_step)
+                clock = {"wait": 0.0}
+                losses = self.stage_step(model, stage, units, batch, pos, lr, clock)
+                ends.append(time.perf_counter())
+                busy.append(ends[-1] - t0 - clock["wait"])
+                pos.seen += batch.video.shape[0] + batch.skipped
+                pos.skipped += batch.skipped
+                check_unreadable(pos.skipped, pos.seen, cfg.data)
+                pos.step += 1
+                pos.global_step += 1
+                bar.update(1)
+                epoch_done = pos.step == steps_per_epoch
+                info = {
+                    "stage_step": stage_step,
+                    "global_step": pos.global_step,
+                    "epoch": pos.epoch,
+                    "lr": lr,
+                    "skipped": pos.skipped,
+                    "epoch_done": epoch_done,
+                }
+                pending.append((info, log.vector(losses, self._signal is not None, busy[-1])))
+                if epoch_done:
+                    pos.epoch, pos.step = pos.epoch + 1, 0
+                while len(pending) > lay.lag:
+                    reduce_one()
+                saved = pos.global_step % cfg.train.checkpoint_every == 0
+                if saved:
+                    drain()
+                    self._checkpoint(self.model, units, pos, self.run.last, stage.index)
+                if stop_at[0] is not None and stage_step >= stop_at[0]:
+                    drain()
+                    self._stop(units, pos, stage, saved, bar)
+                if epoch_done:
+                    break
+                t0 = time.perf_counter()
+        drain()
+        if stop_at[0] is not None:
+            self._stop(units, pos, stage, False, bar)
+        bar.close()
+        self._write_layout(stage, units, busy, ends)
+        if stage.index == len(self.stages) - 1:
+            self._assemble(self.model)
+
+    def _stop(self, units: list[Unit], pos: Position, stage: Stage, saved: bool, bar: Any) -> None:
+        """Every process stopped at the same step (a signal): checkpoint it and raise."""
+        if not saved:
+            self._checkpoint(self.model, units, pos, self.run.last, stage.index)
+        if self.world > 1:
+            dist.barrier()
+        bar.close()
+        name = signal.Signals(self._signal).name if self._signal else "a signal"
+        raise RunStopped(
+            f"{name} at global step {pos.global_step}: checkpoint written to "
+            f"{self.run.last}; rerun the same command to continue",
+            128 + int(self._signal or signal.SIGTERM),
+        )
+
+    # --- state -----------------------------------------------------------------------------
+    def _gather_state(
+        self, model: BlockwiseModel, units: list[Unit]
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None:
+        """Rank 0: the whole model's state dict and every unit's optimizer state, from the
+        first replica of every stage; other ranks: None."""
+        stage = self.stages[min(self.model_stage, len(self.stages) - 1)]
+        blocks = self.owned(stage)
+        mine = None
+        if self.replica == 0:
+            state = model.state_dict()
+            own = {n: state[n].detach().cpu() for n in self._owned_keys(model, blocks)}
+            unit_states = [
+                {
+                    "blocks": u.blocks,
+                    "optimizer": u.optimizer.state_dict(),
+                    "scaler": u.scaler.state_dict() if u.scaler is not None else None,
+                }
+                for u in units
+            ]
+            mine = (own, unit_states)
+        parts: list[Any] = [mine] if self.world == 1 else [None] * self.world
+        if self.world > 1:
+            dist.gather_object(mine, parts if self.rank == 0 else None, 0, group=self.control)
+        if self.rank != 0:
+            return None
+        full = {n: t.detach().cpu() for n, t in model.state_dict().items()}
+        all_units: list[dict[str, Any]] = []
+        for part in parts:
+            if part is not None:
+                full.update(part[0])
+                all_units += part[1]
+        all_units.sort(key=lambda u: tuple(u["blocks"]))
+        return full, all_units
+
+    def _checkpoint(
+        self,
+        model: BlockwiseModel,
+        units: list[Unit],
+        pos: Position,
+        path: Path,
+        units_stage: int,
+    ) -> None:
+        """One checkpoint of the whole model at ``pos``, gathered to rank 0 (every process
+        calls this at the same step); non-finite weights in any process refuse it."""
+        self.model_stage = units_stage
+        self._check_finite(model, pos)  # this process's blocks (the others are released)
+        gathered = self._gather_state(model, units)
+        if gathered is not None:
+            state, unit_states = gathered
+            payload = self._payload(model, [], pos, units_stage)
+            payload["model"], payload["units"] = state, unit_states
+            save_checkpoint(path, payload)
+
+    def _assemble(self, model: BlockwiseModel) -> None:
+        """Give rank 0's model every block's trained weights (for the final checkpoint)."""
+        self.model_stage = len(self.stages) - 1
+        gathered = self._gather_state(model, [])
+        if gathered is not None:
+            state, _ = gathered
+            for name, p in model.named_parameters():
+                p.data = state[name].to(p.device)
+
+    def _write_layout(
+        self, stage: Stage, units: list[Unit], busy: list[float], ends: list[float]
+    ) -> None:
+        """RUN/pipeline.json: per process its blocks, the median time it computed per step
+        (busy: not waiting for its input), the median interval between its steps, and its
+        memory; the pipeline's efficiency (slowest stage's busy time / the interval)."""
+        skip = self.layout.stages + 1  # steps of filling the pipeline
+        steady_busy = busy[skip:] or busy
+        intervals = [b - a for a, b in zip(ends[skip:], ends[skip + 1 :], strict=False)]
+        state_bytes = sum(
+            t.numel() * t.element_size()
+            for u in units
+            for p in u.params
+            for t in [p, *u.optimizer.state.get(p, {}).values()]
+            if isinstance(t, torch.Tensor)
+        )
+        if self.device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(self.device), "cuda_max_allocated"
+        else:
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "max_rss"
+        me = {
+            "rank": self.rank,
+            "stage": self.layout.stage,
+            "replica": self.replica,
+            "blocks": list(self.owned(stage)),
+            "steps": len(busy),
+            "busy_ms_median": 1e3 * statistics.median(steady_busy) if steady_busy else None,
+            "interval_ms_median": 1e3 * statistics.median(intervals) if intervals else None,
+            "state_bytes": state_bytes,
+            "peak_bytes": peak,
+            "peak_kind": kind,
+        }
+        ranks: list[Any] = [me] if self.world == 1 else [None] * self.world
+        if self.world > 1:
+            dist.gather_object(me, ranks if self.rank == 0 else None, 0, group=self.control)
+        if self.rank != 0:
+            return
+        slowest = max((r["busy_ms_median"] or 0.0) for r in ranks)
+        last = [r for r in ranks if r["stage"] == self.layout.stages - 1]
+        interval = statistics.median(
+            [r["interval_ms_median"] for r in last if r["interval_ms_median"]] or [float("nan")]
+        )
+        record = {
+            "stage": stage.index,
+            "pipeline_stages": self.layout.stages,
+            "replicas": self.replicas,
+            "interval_ms": interval,
+            "slowest_busy_ms": slowest,
+            "efficiency": slowest / interval if interval == interval and interval else None,
+            "ranks": ranks,
+        }
+        atomic_write_text(self.run.root / "pipeline.json", json.dumps(record, indent=2) + "\n")
+
+    model_stage: int = 0
+    """The regime stage whose units the last gather took."""
