@@ -370,7 +370,8 @@ class PipelineTrainer(Trainer):
         if gathered is not None:
             state, _ = gathered
             for name, p in model.named_parameters():
-                p.data = state[name].to(p.device)
+                p.data = torch.empty_like(state[name], device=p.device)
+            model.load_state_dict(state)  # parameters and buffers (batch-norm statistics)
 
     def _write_layout(
         self, stage: Stage, units: list[Unit], busy: list[float], ends: list[float]
