@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,6 +47,8 @@ def gather_batch(z: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return z
+    if _DATA_GROUP[0] is not None:
+        return _GroupGather.apply(z, _DATA_GROUP[0])
     from torch.distributed.nn.functional import all_gather
 
     with warnings.catch_warnings():
@@ -56,3 +59,25 @@ def gather_batch(z: Tensor) -> Tensor:
         )
         parts = all_gather(z, group=_DATA_GROUP[0])
     return torch.cat(parts, dim=0)
+
+
+class _GroupGather(torch.autograd.Function):
+    """All-gather over a subgroup, with the backward of :func:`gather_batch`: each process
+    gets the sum over the group's processes of the gradients of its rows (an all-reduce of
+    the whole gradient, then its slice). Written here because torch's autograd-aware
+    ``all_gather`` scatters its gradients to group ranks as if they were global ranks, which
+    fails in any group that is not the default one."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, group: dist.ProcessGroup) -> Tensor:
+        ctx.group, ctx.rows = group, z.shape[0]
+        ctx.rank = dist.get_rank(group)
+        parts = [torch.empty_like(z) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, z.contiguous(), group=group)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows], None
