@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bwssl.config import ConfigError, load_config
+from bwssl.errors import UserError
 from bwssl.regimes import simultaneous
 from bwssl.train.pipeline_layout import PipelineLayout
 from bwssl.train.trainer import train
@@ -149,9 +150,9 @@ def test_the_layout_splits_units_evenly_and_pairs_replicas():
     assert lay.blocks(stage) == (3, 4)
     first = PipelineLayout.of(world=4, rank=1, stages=2)
     assert (first.previous, first.next, first.lag) == (None, 3, 1)
-    with pytest.raises(Exception, match="train.pipeline_stages=3 must divide the 4"):
+    with pytest.raises(UserError, match=r"train\.pipeline_stages=3 must divide the 4"):
         PipelineLayout.of(world=4, rank=0, stages=3)
-    with pytest.raises(Exception, match=r"only 5 gradient-isolated units"):
+    with pytest.raises(UserError, match="only 5 gradient-isolated units"):
         PipelineLayout.of(world=6, rank=0, stages=6).split(stage)
 
 
