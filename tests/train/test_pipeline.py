@@ -59,11 +59,15 @@ def _assert_same(one: Path, other: Path) -> None:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=name)
 
 
-def _pipelines(tmp_path: Path, nproc: int, runs: dict[str, list[str]]) -> None:
-    """Train ``runs`` (name: overrides) block-parallel in ``nproc`` torchrun processes, and
-    each again in this process without the pipeline (the reference, under ``NAME-one``)."""
+def _pipelines(
+    tmp_path: Path, nproc: int, runs: dict[str, list[str]], layout: tuple[str, ...] = ()
+) -> None:
+    """Train ``runs`` (name: overrides) block-parallel in ``nproc`` torchrun processes (with
+    the ``layout`` overrides), and each again in this process without the pipeline (the
+    reference, under ``NAME-one``)."""
     spec = [
-        [str(tmp_path / name), [*BASE, *o, "train.parallel=blocks"]] for name, o in runs.items()
+        [str(tmp_path / name), [*BASE, *o, "train.parallel=blocks", *layout]]
+        for name, o in runs.items()
     ]
     (tmp_path / "runs.json").write_text(json.dumps(spec))
     _run(
@@ -113,18 +117,16 @@ def test_two_processes_end_with_the_weights_of_one_for_every_objective(tmp_path)
     whole = sum(r["state_bytes"] for r in ranks)
     assert whole == pytest.approx(3 * 4 * params, rel=0.01)  # weights, two AdamW moments
     assert all(r["state_bytes"] < 0.7 * whole for r in ranks)
-    assert layout["efficiency"] > 0 and layout["pipeline_stages"] == 2
+    assert layout["pipeline_stages"] == 2 and layout["replicas"] == 1
+    eight_steps = json.loads((tmp_path / "pixels" / "pipeline.json").read_text())
+    assert 0 < eight_steps["efficiency"] and eight_steps["ranks"][1]["steps"] == 8
 
 
 def test_two_stages_of_two_replicas_end_with_the_weights_of_one_process(tmp_path):
     """Replicas split every batch as data-parallel processes do; joint embedding's batch
     statistics are gathered over a stage's replicas only."""
     barlow = ["objective.name=barlow_twins", "train.epochs=1"]
-    _pipelines(
-        tmp_path,
-        4,
-        {"pixels": ["train.pipeline_stages=2"], "barlow": ["train.pipeline_stages=2", *barlow]},
-    )
+    _pipelines(tmp_path, 4, {"pixels": [], "barlow": barlow}, ("train.pipeline_stages=2",))
     _assert_same(tmp_path / "pixels-one", tmp_path / "pixels")
     # Joint embedding: the batch norm of the projector removes a constant shift of a block's
     # output (its last bias), whose gradient is so zero up to rounding; the rounding of a sum
