@@ -1,0 +1,166 @@
+"""``bwssl bench --parallel blocks``: block-parallel training against one process, on the
+same hardware.
+
+Both runs are real ``bwssl train`` runs of simultaneous training on the embedded
+synthetic data (data loading included), one after the other: one process with
+``P`` CPU threads (on GPU: one device), and a pipeline of ``P`` processes under
+torchrun with one thread each (on GPU: one device each). Throughput is the
+median of the clips/s of the metrics lines after the warm-up steps. The
+pipeline's efficiency is its measured step rate divided by the rate its
+slowest stage alone would allow (1 / that stage's median time computing a
+step, waits excluded), from the run's ``pipeline.json``, which also gives
+every process's blocks and peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bwssl.base.rundir import read_metrics
+from bwssl.bench.results import machine
+from bwssl.bench.sizes import SIZES
+from bwssl.errors import UserError
+
+EFFICIENCY_GOAL = 0.85
+"""Measured throughput / the slowest stage's rate that block-parallel training aims at."""
+LOG_EVERY = 5
+"""Steps per metrics line of the benchmark runs (one clips/s reading each)."""
+
+
+def _train(launcher: list[str], preset: str, overrides: list[str], out: Path, threads: int) -> None:
+    """One ``bwssl train`` run under ``launcher``; its output is shown when it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [*launcher, "-m", "bwssl", "train", preset, *overrides, "--out", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(
+            f"bench run failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}{done.stdout[-1000:]}"
+        )
+
+
+def _clips_per_s(run: Path, warmup: int) -> list[float]:
+    return [r["clips_per_s"] for r in read_metrics(run / "metrics.jsonl") if r["step"] > warmup]
+
+
+def benchmark_pipeline(
+    sizes: list[str],
+    processes: int = 2,
+    steps: int = 30,
+    warmup: int = 10,
+    device: str = "cpu",
+    batch: int | None = None,
+    overrides: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Per size: one process with ``processes`` threads against a pipeline of ``processes``
+    one-thread processes (``device`` cuda: one GPU against one GPU each), ``steps`` timed
+    optimizer steps after ``warmup``. Returns the JSON-ready results."""
+    if processes < 2:
+        raise UserError(f"--processes must be >= 2, got {processes}")
+    if steps < 2 * LOG_EVERY or warmup < 0:
+        raise UserError(f"--steps must be >= {2 * LOG_EVERY} and --warmup >= 0")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        raise UserError("torchrun (part of torch) was not found next to this Python")
+    if device == "cuda" and torch.cuda.device_count() < processes:
+        raise UserError(
+            f"--parallel blocks on cuda needs {processes} GPUs, found {torch.cuda.device_count()}"
+        )
+    say = progress or (lambda _text: None)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bwssl-bench-pipeline-") as tmp:
+        for name in sizes:
+            if name not in SIZES:
+                raise UserError(f"unknown size {name}; allowed: {', '.join(SIZES)}")
+            size = SIZES[name]
+            b = batch or (size.gpu_batch if device == "cuda" else size.cpu_batch)
+            common = [
+                *size.overrides,
+                "regime=simultaneous",
+                f"train.batch_size={b}",
+                f"train.device={device}",
+                f"train.max_steps={warmup + steps}",
+                "train.epochs=1000",
+                f"train.log_every={LOG_EVERY}",
+                "train.checkpoint_every=100000",
+                "train.progress=false",
+                "train.tensorboard=false",
+                f"data.synthetic_train={b * (warmup + steps)}",
+                *(overrides or []),
+            ]
+            one, pipe = Path(tmp) / f"{name}-one", Path(tmp) / f"{name}-pipeline"
+            threads = 1 if device == "cuda" else processes
+            say(f"{name}: one process, {threads} threads, {warmup + steps} steps")
+            _train([sys.executable], size.preset, common, one, threads)
+            say(f"{name}: pipeline of {processes} processes, 1 thread each")
+            launcher = [torchrun, "--standalone", f"--nproc_per_node={processes}"]
+            _train(launcher, size.preset, [*common, "train.parallel=blocks"], pipe, 1)
+            single = statistics.median(_clips_per_s(one, warmup))
+            piped = statistics.median(_clips_per_s(pipe, warmup))
+            layout = json.loads((pipe / "pipeline.json").read_text())
+            results[name] = {
+                "preset": size.preset,
+                "overrides": common,
+                "batch": b,
+                "one_process_clips_per_s": single,
+                "pipeline_clips_per_s": piped,
+                "speedup": piped / single,
+                "efficiency": layout["efficiency"],
+                "efficiency_goal": EFFICIENCY_GOAL,
+                "efficiency_met": bool(
+                    layout["efficiency"] and layout["efficiency"] >= EFFICIENCY_GOAL
+                ),
+                "pipeline_beats_one_process": piped > single,
+                "pipeline": layout,
+            }
+    return {
+        "machine": machine(torch.device(device)),
+        "settings": {
+            "processes": processes,
+            "threads_one_process": 1 if device == "cuda" else processes,
+            "steps": steps,
+            "warmup": warmup,
+            "device": device,
+            "load_average": list(os.getloadavg()),
+        },
+        "sizes": results,
+    }
+
+
+def format_pipeline(result: dict[str, Any]) -> str:
+    """The human-readable report of :func:`benchmark_pipeline`."""
+    s = result["settings"]
+    lines = [
+        f"block-parallel vs one process ({s['processes']} processes x 1 thread vs 1 process x "
+        f"{s['threads_one_process']} threads, {s['device']}; load average "
+        f"{s['load_average'][0]:.1f})"
+    ]
+    for name, r in result["sizes"].items():
+        eff = r["efficiency"]
+        lines.append(
+            f"{name} (batch {r['batch']}): one process {r['one_process_clips_per_s']:.2f} "
+            f"clips/s, pipeline {r['pipeline_clips_per_s']:.2f} clips/s "
+            f"(x{r['speedup']:.2f}, {'met' if r['pipeline_beats_one_process'] else 'MISSED'}); "
+            f"efficiency {eff if eff is None else round(eff, 3)} (goal >= "
+            f"{r['efficiency_goal']}: {'met' if r['efficiency_met'] else 'MISSED'})"
+        )
+        for rank in r["pipeline"]["ranks"]:
+            lines.append(
+                f"  rank {rank['rank']} (stage {rank['stage'] + 1}, blocks "
+                f"{[k + 1 for k in rank['blocks']]}): busy {rank['busy_ms_median']:.1f} ms/step, "
+                f"step every {rank['interval_ms_median']:.1f} ms, peak "
+                f"{rank['peak_bytes'] / 2**20:.0f} MiB ({rank['peak_kind']}), training state "
+                f"{rank['state_bytes'] / 2**20:.1f} MiB"
+            )
+    return "\n".join(lines)
