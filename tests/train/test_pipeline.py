@@ -85,11 +85,10 @@ def _pipelines(
 
 def test_two_processes_end_with_the_weights_of_one_for_every_objective(tmp_path):
     """One block per process, and two (K=4 on 2 processes), for every objective; the metrics
-    lines are the single process's."""
+    lines are the single process's; each process holds only its blocks' training state."""
     one_epoch = "train.epochs=1"
     runs = {
         "pixels": [],
-        "pixels-two-blocks-each": ["model.num_blocks=4", one_epoch],
         "barlow": ["objective.name=barlow_twins", "model.num_blocks=4", one_epoch],
         "vicreg": ["objective.name=vicreg", one_epoch],
         "simclr": ["objective.name=simclr", one_epoch],
@@ -107,10 +106,10 @@ def test_two_processes_end_with_the_weights_of_one_for_every_objective(tmp_path)
         assert all(b["loss"][k] == pytest.approx(a["loss"][k], rel=1e-6) for k in a["loss"])
         assert b["lr"] == a["lr"] and len(b["pipeline_busy_ms"]) == 2
     # Every process held only its blocks' training state; together, the whole model's.
-    layout = json.loads((tmp_path / "pixels-two-blocks-each" / "pipeline.json").read_text())
+    layout = json.loads((tmp_path / "barlow" / "pipeline.json").read_text())
     ranks = layout["ranks"]
     assert [r["blocks"] for r in ranks] == [[0, 1], [2, 3]]
-    model = load_config("tiny-debug", ["model.num_blocks=4"])
+    model = load_config("tiny-debug", ["model.num_blocks=4", "objective.name=barlow_twins"])
     from bwssl.models.blockwise import build_model
 
     params = sum(p.numel() for p in build_model(model).parameters())
@@ -119,7 +118,7 @@ def test_two_processes_end_with_the_weights_of_one_for_every_objective(tmp_path)
     assert all(r["state_bytes"] < 0.7 * whole for r in ranks)
     assert layout["pipeline_stages"] == 2 and layout["replicas"] == 1
     eight_steps = json.loads((tmp_path / "pixels" / "pipeline.json").read_text())
-    assert 0 < eight_steps["efficiency"] and eight_steps["ranks"][1]["steps"] == 8
+    assert eight_steps["efficiency"] > 0 and eight_steps["ranks"][1]["steps"] == 8
 
 
 def test_two_stages_of_two_replicas_end_with_the_weights_of_one_process(tmp_path):
@@ -202,7 +201,7 @@ def test_a_killed_process_takes_the_others_down_and_the_run_resumes_in_any_layou
 
     from bwssl.train.trainer import Trainer
 
-    overrides = [*BASE, "train.epochs=6", "train.checkpoint_every=1", "train.dist_timeout_s=20"]
+    overrides = [*BASE, "train.epochs=4", "train.checkpoint_every=1", "train.dist_timeout_s=20"]
     run = tmp_path / "run"
     cmd = [_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "bwssl", "train"]
     cmd += ["tiny-debug", *overrides, "train.parallel=blocks", "--out", str(run)]
@@ -217,7 +216,7 @@ def test_a_killed_process_takes_the_others_down_and_the_run_resumes_in_any_layou
     assert proc.returncode != 0 and time.time() - killed < 20
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     done = ckpt["position"]["global_step"]
-    assert 3 <= done < 24 and not (run / "checkpoints" / "final.pt").exists()
+    assert 3 <= done < 16 and not (run / "checkpoints" / "final.pt").exists()
 
     # On in one process, stopped after two more steps (a checkpoint at every step) ...
     cfg = load_config("tiny-debug", overrides)
@@ -244,4 +243,4 @@ def test_a_killed_process_takes_the_others_down_and_the_run_resumes_in_any_layou
     train(cfg, tmp_path / "whole")
     _assert_same(tmp_path / "whole", run)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 25))
+    assert steps == list(range(1, 17))

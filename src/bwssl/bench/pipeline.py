@@ -96,6 +96,7 @@ def benchmark_pipeline(
                 "train.checkpoint_every=100000",
                 "train.progress=false",
                 "train.tensorboard=false",
+                "train.num_workers=0",  # loader processes would take the cores being compared
                 f"data.synthetic_train={b * (warmup + steps)}",
                 *(overrides or []),
             ]
@@ -103,6 +104,10 @@ def benchmark_pipeline(
             threads = 1 if device == "cuda" else processes
             say(f"{name}: one process, {threads} threads, {warmup + steps} steps")
             _train([sys.executable], size.preset, common, one, threads)
+            one_thread = Path(tmp) / f"{name}-one-thread"
+            if device == "cpu":
+                say(f"{name}: one process, 1 thread (reference)")
+                _train([sys.executable], size.preset, common, one_thread, 1)
             say(f"{name}: pipeline of {processes} processes, 1 thread each")
             launcher = [torchrun, "--standalone", f"--nproc_per_node={processes}"]
             _train(launcher, size.preset, [*common, "train.parallel=blocks"], pipe, 1)
@@ -114,6 +119,9 @@ def benchmark_pipeline(
                 "overrides": common,
                 "batch": b,
                 "one_process_clips_per_s": single,
+                "one_process_one_thread_clips_per_s": (
+                    statistics.median(_clips_per_s(one_thread, warmup)) if device == "cpu" else None
+                ),
                 "pipeline_clips_per_s": piped,
                 "speedup": piped / single,
                 "efficiency": layout["efficiency"],
@@ -150,7 +158,7 @@ def format_pipeline(result: dict[str, Any]) -> str:
         eff = r["efficiency"]
         lines.append(
             f"{name} (batch {r['batch']}): one process {r['one_process_clips_per_s']:.2f} "
-            f"clips/s, pipeline {r['pipeline_clips_per_s']:.2f} clips/s "
+            f"clips/s (with 1 thread: {r['one_process_one_thread_clips_per_s'] or 0:.2f}), pipeline {r['pipeline_clips_per_s']:.2f} clips/s "
             f"(x{r['speedup']:.2f}, {'met' if r['pipeline_beats_one_process'] else 'MISSED'}); "
             f"efficiency {eff if eff is None else round(eff, 3)} (goal >= "
             f"{r['efficiency_goal']}: {'met' if r['efficiency_met'] else 'MISSED'})"
