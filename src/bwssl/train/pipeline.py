@@ -25,10 +25,7 @@ single process writes.
 from __future__ import annotations
 
 import contextlib
-import json
-import resource
 import signal
-import statistics
 import sys
 import time
 from collections import deque
@@ -42,9 +39,9 @@ from torch import nn
 from tqdm import tqdm
 
 from bwssl.base.collectives import data_parallel_group
-from bwssl.base.files import atomic_write_text
+from bwssl.config import Config
 from bwssl.data import ClipBatch, check_unreadable
-from bwssl.errors import RunStopped
+from bwssl.errors import RunStopped, TrainingDiverged
 from bwssl.models.blockwise import BlockwiseModel
 from bwssl.objectives.base import StepKey
 from bwssl.regimes import Stage
@@ -52,16 +49,31 @@ from bwssl.train.activation_link import ActivationLink
 from bwssl.train.checkpoint import save_checkpoint
 from bwssl.train.pipeline_layout import PipelineLayout
 from bwssl.train.pipeline_log import StepLog
+from bwssl.train.pipeline_report import write_report
 from bwssl.train.sampling import EpochBatchSampler
 from bwssl.train.trainer import Position, Trainer, Unit
+
+
+def on_cpu(obj: Any) -> Any:
+    """``obj`` (optimizer states: dicts, lists, tuples of tensors and plain values) with every
+    tensor copied to the CPU, to travel between processes and into a checkpoint."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
 
 
 class PipelineTrainer(Trainer):
     """The trainer of ``train.parallel=blocks``: this process's share of every stage."""
 
-    def __init__(self, cfg: Any, run_dir: Path, resume_with: Sequence[str] = ()) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, resume_with: Sequence[str] = ()) -> None:
         super().__init__(cfg, run_dir, resume_with)
         lay = self.layout
+        self.model_stage = 0
+        """The regime stage whose units the last gather took."""
         self.replica_group: dist.ProcessGroup | None = None
         self.control: dist.ProcessGroup | None = None
         if self.world > 1:
@@ -291,7 +303,7 @@ class PipelineTrainer(Trainer):
         if stop_at[0] is not None:
             self._stop(units, pos, stage, False, bar)
         bar.close()
-        self._write_layout(stage, units, busy, ends)
+        write_report(self, stage, units, busy, ends)
         if stage.index == len(self.stages) - 1:
             self._assemble(self.model)
 
@@ -329,7 +341,7 @@ class PipelineTrainer(Trainer):
                 }
                 for u in units
             ]
-            mine = (own, unit_states)
+            mine = (own, on_cpu(unit_states))
         parts: list[Any] = [mine] if self.world == 1 else [None] * self.world
         if self.world > 1:
             dist.gather_object(mine, parts if self.rank == 0 else None, 0, group=self.control)
@@ -355,7 +367,21 @@ class PipelineTrainer(Trainer):
         """One checkpoint of the whole model at ``pos``, gathered to rank 0 (every process
         calls this at the same step); non-finite weights in any process refuse it."""
         self.model_stage = units_stage
-        self._check_finite(model, pos)  # this process's blocks (the others are released)
+        bad: TrainingDiverged | None = None
+        try:
+            self._check_finite(model, pos)  # this process's blocks (the others are released)
+        except TrainingDiverged as e:
+            bad = e
+        if self.control is not None:  # every process refuses together
+            flag = torch.tensor([0.0 if bad is None else 1.0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.control)
+            if flag.item() > 0 and bad is None:
+                bad = TrainingDiverged(
+                    f"weights became NaN or inf in another process by global step "
+                    f"{pos.global_step}; nothing was saved at that step. {self._advice()}"
+                )
+        if bad is not None:
+            raise bad
         gathered = self._gather_state(model, units)
         if gathered is not None:
             state, unit_states = gathered
@@ -372,59 +398,3 @@ class PipelineTrainer(Trainer):
             for name, p in model.named_parameters():
                 p.data = torch.empty_like(state[name], device=p.device)
             model.load_state_dict(state)  # parameters and buffers (batch-norm statistics)
-
-    def _write_layout(
-        self, stage: Stage, units: list[Unit], busy: list[float], ends: list[float]
-    ) -> None:
-        """RUN/pipeline.json: per process its blocks, the median time it computed per step
-        (busy: not waiting for its input), the median interval between its steps, and its
-        memory; the pipeline's efficiency (slowest stage's busy time / the interval)."""
-        skip = self.layout.stages + 1  # steps of filling the pipeline
-        steady_busy = busy[skip:] or busy
-        intervals = [b - a for a, b in zip(ends[skip:], ends[skip + 1 :], strict=False)]
-        state_bytes = sum(
-            t.numel() * t.element_size()
-            for u in units
-            for p in u.params
-            for t in [p, *u.optimizer.state.get(p, {}).values()]
-            if isinstance(t, torch.Tensor)
-        )
-        if self.device.type == "cuda":
-            peak, kind = torch.cuda.max_memory_allocated(self.device), "cuda_max_allocated"
-        else:
-            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "max_rss"
-        me = {
-            "rank": self.rank,
-            "stage": self.layout.stage,
-            "replica": self.replica,
-            "blocks": list(self.owned(stage)),
-            "steps": len(busy),
-            "busy_ms_median": 1e3 * statistics.median(steady_busy) if steady_busy else None,
-            "interval_ms_median": 1e3 * statistics.median(intervals) if intervals else None,
-            "state_bytes": state_bytes,
-            "peak_bytes": peak,
-            "peak_kind": kind,
-        }
-        ranks: list[Any] = [me] if self.world == 1 else [None] * self.world
-        if self.world > 1:
-            dist.gather_object(me, ranks if self.rank == 0 else None, 0, group=self.control)
-        if self.rank != 0:
-            return
-        slowest = max((r["busy_ms_median"] or 0.0) for r in ranks)
-        last = [r for r in ranks if r["stage"] == self.layout.stages - 1]
-        interval = statistics.median(
-            [r["interval_ms_median"] for r in last if r["interval_ms_median"]] or [float("nan")]
-        )
-        record = {
-            "stage": stage.index,
-            "pipeline_stages": self.layout.stages,
-            "replicas": self.replicas,
-            "interval_ms": interval,
-            "slowest_busy_ms": slowest,
-            "efficiency": slowest / interval if interval == interval and interval else None,
-            "ranks": ranks,
-        }
-        atomic_write_text(self.run.root / "pipeline.json", json.dumps(record, indent=2) + "\n")
-
-    model_stage: int = 0
-    """The regime stage whose units the last gather took."""
