@@ -38,15 +38,20 @@ LOG_EVERY = 5
 """Steps per metrics line of the benchmark runs (one clips/s reading each)."""
 
 
-def _train(launcher: list[str], preset: str, overrides: list[str], out: Path, threads: int) -> None:
-    """One ``bwssl train`` run under ``launcher``; its output is shown when it fails."""
+def _train(
+    launcher: list[str], preset: str, overrides: list[str], out: Path, threads: int
+) -> list[float]:
+    """One ``bwssl train`` run under ``launcher``; its output is shown when it fails. Returns
+    the 1-minute load average before and after it (other work on the machine)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [*launcher, "-m", "bwssl", "train", preset, *overrides, "--out", str(out)]
+    before = os.getloadavg()[0]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(
             f"bench run failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}{done.stdout[-1000:]}"
         )
+    return [before, os.getloadavg()[0]]
 
 
 def _clips_per_s(run: Path, warmup: int) -> list[float]:
@@ -103,14 +108,16 @@ def benchmark_pipeline(
             one, pipe = Path(tmp) / f"{name}-one", Path(tmp) / f"{name}-pipeline"
             threads = 1 if device == "cuda" else processes
             say(f"{name}: one process, {threads} threads, {warmup + steps} steps")
-            _train([sys.executable], size.preset, common, one, threads)
+            load = {"one_process": _train([sys.executable], size.preset, common, one, threads)}
             one_thread = Path(tmp) / f"{name}-one-thread"
             if device == "cpu":
                 say(f"{name}: one process, 1 thread (reference)")
-                _train([sys.executable], size.preset, common, one_thread, 1)
+                load["one_thread"] = _train([sys.executable], size.preset, common, one_thread, 1)
             say(f"{name}: pipeline of {processes} processes, 1 thread each")
             launcher = [torchrun, "--standalone", f"--nproc_per_node={processes}"]
-            _train(launcher, size.preset, [*common, "train.parallel=blocks"], pipe, 1)
+            load["pipeline"] = _train(
+                launcher, size.preset, [*common, "train.parallel=blocks"], pipe, 1
+            )
             single = statistics.median(_clips_per_s(one, warmup))
             piped = statistics.median(_clips_per_s(pipe, warmup))
             layout = json.loads((pipe / "pipeline.json").read_text())
@@ -131,6 +138,7 @@ def benchmark_pipeline(
                 ),
                 "pipeline_beats_one_process": piped > single,
                 "pipeline": layout,
+                "load_average": load,
             }
     return {
         "machine": machine(torch.device(device)),
@@ -140,7 +148,6 @@ def benchmark_pipeline(
             "steps": steps,
             "warmup": warmup,
             "device": device,
-            "load_average": list(os.getloadavg()),
         },
         "sizes": results,
     }
@@ -151,8 +158,7 @@ def format_pipeline(result: dict[str, Any]) -> str:
     s = result["settings"]
     lines = [
         f"block-parallel vs one process ({s['processes']} processes x 1 thread vs 1 process x "
-        f"{s['threads_one_process']} threads, {s['device']}; load average "
-        f"{s['load_average'][0]:.1f})"
+        f"{s['threads_one_process']} threads, {s['device']})"
     ]
     for name, r in result["sizes"].items():
         eff = r["efficiency"]
@@ -163,6 +169,8 @@ def format_pipeline(result: dict[str, Any]) -> str:
             f"efficiency {eff if eff is None else round(eff, 3)} (goal >= "
             f"{r['efficiency_goal']}: {'met' if r['efficiency_met'] else 'MISSED'})"
         )
+        loads = ", ".join(f"{k} {a:.1f}-{b:.1f}" for k, (a, b) in r["load_average"].items())
+        lines.append(f"  1-minute load average before-after each run: {loads}")
         for rank in r["pipeline"]["ranks"]:
             lines.append(
                 f"  rank {rank['rank']} (stage {rank['stage'] + 1}, blocks "
