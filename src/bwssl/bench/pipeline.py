@@ -5,7 +5,7 @@ Both runs are real ``bwssl train`` runs of simultaneous training on the embedded
 synthetic data (data loading included), one after the other: one process with
 ``P`` CPU threads (on GPU: one device), and a pipeline of ``P`` processes under
 torchrun with one thread each (on GPU: one device each). Throughput is the
-median of the clips/s of the metrics lines after the warm-up steps. The
+clips of the steps after the warm-up over their seconds, from the metrics lines. The
 pipeline's efficiency is its measured step rate divided by the rate its
 slowest stage alone would allow (1 / that stage's median time computing a
 step, waits excluded), from the run's ``pipeline.json``, which also gives
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,8 +53,16 @@ def _train(
     return [before, os.getloadavg()[0]]
 
 
-def _clips_per_s(run: Path, warmup: int) -> list[float]:
-    return [r["clips_per_s"] for r in read_metrics(run / "metrics.jsonl") if r["step"] > warmup]
+def _clips_per_s(run: Path, warmup: int, batch: int) -> float:
+    """Clips over seconds of every metrics line after the line at or past ``warmup`` steps
+    (each line's clips/s covers the steps since the line before)."""
+    records = read_metrics(run / "metrics.jsonl")
+    start = next(i for i, r in enumerate(records) if r["step"] >= warmup)
+    clips = seconds = 0.0
+    for before, r in zip(records[start:], records[start + 1 :], strict=False):
+        n = batch * (r["step"] - before["step"])
+        clips, seconds = clips + n, seconds + n / r["clips_per_s"]
+    return clips / seconds
 
 
 def benchmark_pipeline(
@@ -118,8 +125,8 @@ def benchmark_pipeline(
             load["pipeline"] = _train(
                 launcher, size.preset, [*common, "train.parallel=blocks"], pipe, 1
             )
-            single = statistics.median(_clips_per_s(one, warmup))
-            piped = statistics.median(_clips_per_s(pipe, warmup))
+            single = _clips_per_s(one, warmup, b)
+            piped = _clips_per_s(pipe, warmup, b)
             layout = json.loads((pipe / "pipeline.json").read_text())
             results[name] = {
                 "preset": size.preset,
@@ -127,7 +134,7 @@ def benchmark_pipeline(
                 "batch": b,
                 "one_process_clips_per_s": single,
                 "one_process_one_thread_clips_per_s": (
-                    statistics.median(_clips_per_s(one_thread, warmup)) if device == "cpu" else None
+                    _clips_per_s(one_thread, warmup, b) if device == "cpu" else None
                 ),
                 "pipeline_clips_per_s": piped,
                 "speedup": piped / single,

@@ -13,10 +13,11 @@ and views itself (they are pure functions of the step key), so only block
 outputs travel, forward, and nothing ever travels back.
 
 What must be agreed (the losses to log, a non-finite loss, a stop signal) is
-all-reduced once per step over every process, staggered: the process
-``lag`` steps ahead of the last stage reduces step t after its own step
-t + lag, so all of them reach that reduction together and nobody waits for
-the pipeline to drain. At checkpoints, the stage's end and a stop they drain
+all-reduced over every process once per ``train.log_every`` steps (a chunk
+ending at a logged step), staggered: the process ``lag`` steps ahead of the
+last stage reduces the chunk ending at step t after its own step t + lag, so
+all of them reach that reduction together and nobody waits for the pipeline
+to drain. At checkpoints, the stage's end and a stop they drain
 (the pending reductions are done), and rank 0 gathers every stage's weights
 and optimizer states into one checkpoint of the whole model, the same as a
 single process writes.
@@ -244,17 +245,37 @@ class PipelineTrainer(Trainer):
         stop_at: list[int | None] = [None]
         busy, ends = [], []
 
-        def reduce_one() -> None:
-            info, vector = pending.popleft()
+        chunk = cfg.train.log_every
+
+        def reduce_first(n: int) -> None:
+            """One all-reduce of the ``n`` oldest pending steps."""
+            done = [pending.popleft() for _ in range(n)]
+            vectors = torch.stack([v for _, v in done])
             if self.control is not None:
-                dist.all_reduce(vector, group=self.control)
-            log.add(info, vector, self.replicas)  # raises TrainingDiverged on a bad loss
-            if vector[-1] > 0 and stop_at[0] is None:
-                stop_at[0] = min(info["stage_step"] + lay.stages - 1, total - 1)
+                dist.all_reduce(vectors, group=self.control)
+            for (info, _), v in zip(done, vectors, strict=True):
+                log.add(info, v, self.replicas)  # raises TrainingDiverged on a bad loss
+            if bool((vectors[:, -1] > 0).any()) and stop_at[0] is None:
+                last = done[-1][0]["stage_step"]  # no process is past this + lag
+                stop_at[0] = min(last + lay.stages - 1, total - 1)
+
+        def reduce_through(upto: float) -> None:
+            """Reduce every whole chunk of pending steps (a chunk ends at a logged step)
+            that ends at or before stage step ``upto``, one all-reduce per chunk."""
+            while True:
+                ends = [
+                    i
+                    for i, (info, _) in enumerate(pending)
+                    if info["global_step"] % chunk == 0 and info["stage_step"] <= upto
+                ]
+                if not ends:
+                    return
+                reduce_first(ends[0] + 1)
 
         def drain() -> None:
-            while pending:
-                reduce_one()
+            reduce_through(float("inf"))
+            if pending:
+                reduce_first(len(pending))
             self.link.wait()
 
         while pos.epoch * steps_per_epoch + pos.step < total:
@@ -283,12 +304,12 @@ class PipelineTrainer(Trainer):
                     "lr": lr,
                     "skipped": pos.skipped,
                     "epoch_done": epoch_done,
+                    "time": ends[-1],
                 }
                 pending.append((info, log.vector(losses, self._signal is not None, busy[-1])))
                 if epoch_done:
                     pos.epoch, pos.step = pos.epoch + 1, 0
-                while len(pending) > lay.lag:
-                    reduce_one()
+                reduce_through(stage_step - lay.lag)
                 saved = pos.global_step % cfg.train.checkpoint_every == 0
                 if saved:
                     drain()

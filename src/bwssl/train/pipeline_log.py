@@ -75,7 +75,7 @@ class StepLog:
         cfg = t.cfg
         clips = cfg.train.batch_size
         if info["global_step"] % cfg.train.log_every == 0 or info["epoch_done"]:
-            now = time.perf_counter()
+            now = info["time"]  # when rank 0 finished the step: the pipeline's pace
             t._log(
                 {
                     "step": info["global_step"],
@@ -94,7 +94,7 @@ class StepLog:
             )
             self.window, self.busy, self.t_log, self.steps_log = {}, [], now, 0
         if info["epoch_done"]:
-            now = time.perf_counter()
+            now = info["time"]
             text = " ".join(
                 f"L{b + 1}={sum(x) / len(x):.4f}" for b, x in sorted(self.epoch_losses.items())
             )
