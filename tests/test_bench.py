@@ -191,3 +191,27 @@ def test_layerwise_regimes_are_measured_as_schedules(capsys):
     assert "--schedules freeze" in capsys.readouterr().err
     assert main(["bench", "--sizes", "tiny-debug", "--schedules", "e2e"]) == 2
     assert "not a layer-wise regime" in capsys.readouterr().err
+
+
+def test_bench_parallel_blocks_times_a_pipeline_against_one_process(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    rc = bench(
+        "--parallel blocks --device cpu --sizes tiny-debug --steps 10 --warmup 0 --batch 2",
+        "--json",
+        str(out),
+    )
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["processes"] == 2 and result["settings"]["threads_one_process"] == 2
+    r = result["sizes"]["tiny-debug"]
+    assert r["one_process_clips_per_s"] > 0 and r["pipeline_clips_per_s"] > 0
+    assert r["speedup"] == r["pipeline_clips_per_s"] / r["one_process_clips_per_s"]
+    assert r["pipeline_beats_one_process"] == (r["speedup"] > 1)
+    assert 0 < r["efficiency"] <= 1.5 and r["efficiency_met"] == (r["efficiency"] >= 0.85)
+    ranks = r["pipeline"]["ranks"]
+    assert [x["blocks"] for x in ranks] == [[0], [1]]
+    for x in ranks:
+        assert x["steps"] == 10 and x["busy_ms_median"] > 0
+        assert x["peak_bytes"] > x["state_bytes"] > 0
+    text = capsys.readouterr().out
+    assert "efficiency" in text and "rank 1 (stage 2, blocks [2])" in text

@@ -37,6 +37,16 @@ def _check_name(key: str, name: str, registry: dict[str, Any]) -> None:
         _fail(key, f"allowed: {', '.join(registry)}; got {name!r}")
 
 
+def _pipelines(regime: str, cfg: Config) -> bool:
+    """Whether every stage of ``regime`` at ``cfg``'s K trains several blocks at once."""
+    from bwssl.regimes import is_layerwise, stages
+
+    if is_layerwise(regime):
+        return False
+    found = stages(regime, cfg.model.num_blocks)
+    return bool(found) and all(s.isolated for s in found)
+
+
 @dataclass
 class ModelConfig:
     """The backbone, its cut into blocks, and the per-block decoders of masked objectives.
@@ -512,6 +522,19 @@ class TrainConfig:
     """Also log to RUN_DIR/tensorboard when tensorboard is installed (bwssl[tensorboard])."""
     max_steps: int | None = None
     """Stop each stage after this many steps (for smoke tests)."""
+    parallel: Literal["none", "blocks"] = "none"
+    """``blocks`` (under torchrun): block-parallel training. The processes form a pipeline
+    of ``pipeline_stages`` stages, each owning a contiguous group of the blocks with their
+    heads and optimizers; a stage gets its input from the previous one, trains its blocks and
+    sends its output on, and no gradient travels back. Needs a regime whose every stage
+    trains at least two gradient-isolated blocks at once (simultaneous). ``none``: every
+    process trains every block (data parallel when there are several)."""
+    pipeline_stages: int | None = None
+    """Pipeline stages of ``parallel=blocks``; null: one per process. It must divide the
+    number of processes; the processes beyond one per stage are data-parallel replicas."""
+    dist_timeout_s: float = 600.0
+    """Seconds a process waits for another (a collective, a send or receive) before it gives
+    up with an error: how long a run under torchrun outlives a process that died."""
 
     @property
     def peak_lr(self) -> float:
@@ -556,6 +579,15 @@ class TrainConfig:
             _fail("train.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             _fail("train.device", f"allowed: auto, cpu, cuda, cuda:N; got {self.device!r}")
+        if self.pipeline_stages is not None and self.pipeline_stages < 1:
+            _fail("train.pipeline_stages", f"must be >= 1 or null, got {self.pipeline_stages}")
+        if self.pipeline_stages is not None and self.parallel != "blocks":
+            _fail("train.pipeline_stages", "needs train.parallel=blocks")
+        if not (self.dist_timeout_s > 0 and math.isfinite(self.dist_timeout_s)):
+            _fail(
+                "train.dist_timeout_s",
+                f"must be a number of seconds > 0, got {self.dist_timeout_s}",
+            )
 
 
 IMAGE_DATASETS = ("synthetic_images", "images", "cifar10", "cifar100")
@@ -748,6 +780,8 @@ class Config:
                 f"{self.train.batch_size} / train.accum_steps={self.train.accum_steps} gives "
                 f"{self.train.batch_size // self.train.accum_steps}",
             )
+        if self.train.parallel == "blocks":
+            self._check_pipeline()
         if self.objective.decoding == "tokens":
             self._check_decoding_tokens()
         backbone.check(self)
@@ -802,6 +836,46 @@ class Config:
                 f"tokens passes the decoding tokens through the last encoder layers, so the "
                 f"one loss must be at the last block; regime {self.regime} has losses at "
                 f"blocks {[b + 1 for b in head_blocks(self.regime, k)]}",
+            )
+
+    def _check_pipeline(self) -> None:
+        """What block-parallel training needs: every stage trains several gradient-isolated
+        blocks at once (a pipeline stage owns whole optimizer units), and no head is shared
+        by several blocks (its gradient would come from every pipeline stage)."""
+        from bwssl.regimes import REGIMES, is_layerwise, stages
+
+        if is_layerwise(self.regime):
+            _fail(
+                "train.parallel",
+                f"blocks cannot pipeline regime {self.regime}: it trains the encoder as one "
+                "unit, end to end; allowed with regimes whose blocks train at once "
+                "(simultaneous)",
+            )
+        for stage in stages(self.regime, self.model.num_blocks):
+            if not stage.isolated:
+                why = (
+                    "one block at a time"
+                    if len(stage.trained) == 1
+                    else "its blocks end to end, as one unit"
+                )
+                _fail(
+                    "train.parallel",
+                    f"blocks cannot pipeline regime {self.regime}: its stage "
+                    f"{stage.index + 1} trains {why}; allowed with regimes whose blocks "
+                    f"train at once ({', '.join(r for r in REGIMES if _pipelines(r, self))})",
+                )
+        if self.train.pipeline_stages is not None and self.train.pipeline_stages > min(
+            len(s.units) for s in stages(self.regime, self.model.num_blocks)
+        ):
+            _fail(
+                "train.pipeline_stages",
+                f"must be <= the {self.model.num_blocks} blocks trained at once, got "
+                f"{self.train.pipeline_stages}",
+            )
+        if self.model.shared_decoder:
+            _fail(
+                "train.parallel",
+                "blocks needs a head per block; model.shared_decoder=true shares one",
             )
 
     def _check_layer_schedule(self) -> None:

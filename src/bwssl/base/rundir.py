@@ -155,7 +155,7 @@ class RunDir:
             old, new = saved.to_dict(), cfg.to_dict()
             if old != new:
                 diff = sorted(_diff_keys(old, new))
-                other = [k for k in diff if k not in resume_with]
+                other = [k for k in diff if k not in resume_with and k not in LAYOUT_KEYS]
                 if other:
                     hint = (
                         f" (to continue it with another {' or '.join(RESUMABLE_KEYS)}, "
@@ -272,6 +272,15 @@ class RunDir:
 RESUMABLE_KEYS: tuple[str, ...] = ("train.lr", "train.min_lr", "train.clip_grad")
 """Config keys a run may continue under a new value of (``--resume-with``): how hard the
 optimizer steps, not what the run is."""
+
+LAYOUT_KEYS: tuple[str, ...] = (
+    "train.parallel",
+    "train.pipeline_stages",
+    "train.dist_timeout_s",
+)
+"""Config keys that say how the processes share the work, not what they compute: a run
+continues under new values of these without ``--resume-with`` (the change is logged to
+``resumes.jsonl``), e.g. a block-parallel run finished in one process."""
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -328,6 +328,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.parallel == "blocks":
+        from bwssl.bench.pipeline import benchmark_pipeline, format_pipeline
+
+        result = benchmark_pipeline(
+            args.sizes or ["reduced"],
+            args.processes,
+            args.steps if args.steps is not None else 30,
+            args.warmup if args.warmup is not None else 10,
+            "cuda" if dev.type == "cuda" else "cpu",
+            args.batch,
+            args.overrides,
+            progress=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True),
+        )
+        print(format_pipeline(result))
+        _write_json(args.json, result)
+        return 0
     if args.schedules:
         from bwssl.bench.schedule import format_schedules
 
@@ -348,8 +364,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = benchmark(
         sizes,
         str(dev),
-        args.steps,
-        args.warmup,
+        args.steps if args.steps is not None else 10,
+        args.warmup if args.warmup is not None else 2,
         args.batch,
         args.regimes,
         args.sequential_stages,
@@ -397,12 +413,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         help=f"local objectives, each run in every regime on the same model (default: "
         f"{REFERENCE_OBJECTIVE}); allowed: {', '.join(OBJECTIVES)}",
     )
-    p.add_argument("--steps", type=int, default=10, help="timed steps per run (median reported)")
+    p.add_argument("--steps", type=int, help="timed steps per run (median reported; default 10)")
     p.add_argument(
         "--warmup",
         type=int,
-        default=2,
-        help=f"untimed steps before timing (after the {MEMORY_STEPS} memory steps)",
+        help=f"untimed steps before timing (after the {MEMORY_STEPS} memory steps; default 2)",
     )
     p.add_argument(
         "--batch", type=int, help="clips per step for every size (default: per size and device)"
@@ -448,6 +463,20 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         default=1000,
         help="length of the schedules of --schedules, in steps (default 1000; FLOPs per "
         "step are measured per stage and multiplied)",
+    )
+    p.add_argument(
+        "--parallel",
+        choices=["blocks"],
+        help="instead of step timings: block-parallel training (train.parallel=blocks, a "
+        "pipeline of --processes torchrun processes, 1 thread or 1 GPU each) against one "
+        "process on the same hardware; --sizes default to reduced, --steps to 30, --warmup "
+        "to 10",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="pipeline processes of --parallel blocks (default 2)",
     )
     p.add_argument(
         "--no-hf",

@@ -10,6 +10,7 @@ loss exists, so its graph is freed before the next unit runs.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -99,22 +100,23 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.replica, self.replicas = self.data_parallel()
         if self.world > 1:
             if cfg.model.shared_decoder:
                 raise UserError("model.shared_decoder is not supported with several processes")
-            if cfg.train.batch_size % (self.world * cfg.train.accum_steps):
+            if cfg.train.batch_size % (self.replicas * cfg.train.accum_steps):
                 raise UserError(
                     f"train.batch_size={cfg.train.batch_size} must be divisible by "
-                    f"world size x train.accum_steps = "
-                    f"{self.world * cfg.train.accum_steps}"
+                    f"the processes splitting a batch x train.accum_steps = "
+                    f"{self.replicas * cfg.train.accum_steps}"
                 )
-            per_process = cfg.train.batch_size // (self.world * cfg.train.accum_steps)
+            per_process = cfg.train.batch_size // (self.replicas * cfg.train.accum_steps)
             need = build_objective(cfg).min_batch
             if per_process < need:
                 raise UserError(
                     f"objective {cfg.objective.name} needs micro-batches of at least "
                     f"{need} clips per process; train.batch_size="
-                    f"{cfg.train.batch_size} over {self.world} processes and "
+                    f"{cfg.train.batch_size} over {self.replicas} processes and "
                     f"{cfg.train.accum_steps} accumulation steps gives "
                     f"{per_process}: raise train.batch_size"
                 )
@@ -125,7 +127,10 @@ class Trainer:
                 else torch.device("cpu")
             )
             if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+                dist.init_process_group(
+                    "nccl" if self.device.type == "cuda" else "gloo",
+                    timeout=datetime.timedelta(seconds=cfg.train.dist_timeout_s),
+                )
         else:
             self.device = resolve_device(cfg.train.device)
         enable_tf32(self.device)
@@ -146,6 +151,12 @@ class Trainer:
         """The first SIGINT or SIGTERM received during :meth:`fit`, if any."""
 
     # --- setup -------------------------------------------------------------------------------
+    def data_parallel(self) -> tuple[int, int]:
+        """(this process's index, how many processes) among those that split one global
+        batch: every process here; this process's rows of a batch are index, index + how
+        many, ..."""
+        return self.rank, self.world
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of this run's precision on its device."""
         return autocast(self.device, self.amp_dtype)
@@ -327,7 +338,7 @@ class Trainer:
             run.truncate_metrics(0)  # lines of an earlier attempt killed before any checkpoint
 
         sampler = EpochBatchSampler(
-            len(data), cfg.train.batch_size, cfg.seed, rank=self.rank, world=self.world
+            len(data), cfg.train.batch_size, cfg.seed, rank=self.replica, world=self.replicas
         )
         loader = make_loader(
             data, sampler, cfg.train.num_workers, pin_memory=self.device.type == "cuda"
@@ -542,7 +553,8 @@ class Trainer:
         # The objective draws masks and views for the whole global batch; this process's
         # clips are its rows rank, rank + world, ...
         key = StepKey(cfg.seed, pos.epoch, pos.step, cfg.train.batch_size)
-        rows = torch.arange(self.rank, cfg.train.batch_size, self.world)[: batch.video.shape[0]]
+        rows = torch.arange(self.replica, cfg.train.batch_size, self.replicas)
+        rows = rows[: batch.video.shape[0]]
         video = batch.video.to(dev, non_blocking=True)
         labels = batch.label.to(dev, non_blocking=True)
         accum = cfg.train.accum_steps
@@ -702,8 +714,13 @@ class Trainer:
 
 
 def load_unit_states(units: list[Unit], saved: list[dict[str, Any]]) -> None:
-    """Optimizer and loss-scaler states of a checkpoint into ``units`` (the same layout)."""
-    for unit, state in zip(units, saved, strict=True):
+    """Optimizer and loss-scaler states of a checkpoint into ``units``, each the saved unit
+    of the same blocks (a process of a block-parallel run takes its own units only)."""
+    by_blocks = {tuple(state["blocks"]): state for state in saved}
+    for unit in units:
+        state = by_blocks.get(tuple(unit.blocks))
+        if state is None:
+            raise ValueError(f"the checkpoint has no optimizer unit of blocks {unit.blocks}")
         unit.optimizer.load_state_dict(state["optimizer"])
         if unit.scaler is not None and state.get("scaler"):
             unit.scaler.load_state_dict(state["scaler"])
@@ -774,4 +791,8 @@ def derive_e2e_run(source: Path, cfg: Config, run_dir: Path) -> Path:
 def train(cfg: Config, run_dir: Path, resume_with: Sequence[str] = ()) -> Path:
     """Train (or resume) ``cfg`` in ``run_dir``; returns the path of checkpoints/final.pt.
     ``resume_with``: keys in which ``cfg`` may differ from the run in ``run_dir``."""
+    if cfg.train.parallel == "blocks":
+        from bwssl.train.pipeline import PipelineTrainer
+
+        return PipelineTrainer(cfg, Path(run_dir), resume_with).fit()
     return Trainer(cfg, Path(run_dir), resume_with).fit()
