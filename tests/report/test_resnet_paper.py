@@ -73,7 +73,8 @@ def test_resnet_debug_run_analysis_skips_what_a_resnet_cannot_serve_and_reports(
     assert main(["train", "resnet-debug", "--out", str(run), "train.max_steps=2"]) == 0
     out = tmp_path / "analysis"
     args = ["analyze", str(run), "--out", str(out), "grating_clips=48", "probe_repeats=1"]
-    assert main([*args, "progress=false", "figures=false", "features=[backbone]"]) == 0
+    metrics = "metrics=[probe_acc,probe_l1,occdrop_l1,setup]"
+    assert main([*args, metrics, "progress=false", "figures=false", "features=[backbone]"]) == 0
     with (out / "skipped.csv").open() as f:
         skipped = {(r["metric"], r["reason"]) for r in csv.DictReader(f)}
     assert ("occdrop_l1", "OccDrop keeps whole patch tokens; a ResNet has no token grid") in (
