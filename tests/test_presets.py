@@ -20,7 +20,7 @@ def test_every_preset_loads_and_validates(preset):
 
 
 def test_resnet50_barlow_is_the_paper_s_recipe():
-    with pytest.raises(ConfigError, match="data.root"):
+    with pytest.raises(ConfigError, match=r"data\.root"):
         load_config("resnet50-barlow")
     cfg = load_config("resnet50-barlow", ["data.root=/imagenet"])
     m, o, t = cfg.model, cfg.objective, cfg.train
