@@ -232,7 +232,8 @@ def test_two_objectives_end_to_end(tmp_path, capsys):
 def test_layerlock_demo_plans_its_five_runs(capsys):
     """The layer-wise grid: five regimes, one seed, each a single schedule whose freezing
     events fit in it; the dry run prints it and trains nothing."""
-    from bwssl.experiment import describe, estimated_steps, freezing_steps, run_length
+    from bwssl.experiment import describe
+    from bwssl.run_sizes import estimated_steps, freezing_steps, run_length
 
     exp = load_experiment("layerlock-demo", [])
     runs = plan(exp, dry_run=True)
