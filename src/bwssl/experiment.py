@@ -362,8 +362,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default="demo",
-        help="experiment preset: demo (default), quick, objectives-demo, layerlock-demo, resnet-demo, "
-        "paper-tiny, paper-small; or a YAML file",
+        help="experiment preset: demo (default), quick, objectives-demo, layerlock-demo, "
+        "resnet-demo, paper-tiny, paper-small; or a YAML file",
     )
     p.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
     p.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes)")
