@@ -91,7 +91,7 @@ def test_bad_grid_key_names_the_key(capsys):
 
 
 @pytest.mark.parametrize(
-    "preset", ["demo", "quick", "objectives-demo", "paper-tiny", "paper-small"]
+    "preset", ["demo", "quick", "objectives-demo", "paper-tiny", "paper-small", "resnet-demo"]
 )
 def test_presets_validate(preset):
     exp = load_experiment(preset, ["data.root=/nonexistent"] if preset.startswith("paper") else [])
@@ -232,7 +232,8 @@ def test_two_objectives_end_to_end(tmp_path, capsys):
 def test_layerlock_demo_plans_its_five_runs(capsys):
     """The layer-wise grid: five regimes, one seed, each a single schedule whose freezing
     events fit in it; the dry run prints it and trains nothing."""
-    from bwssl.experiment import describe, estimated_steps, freezing_steps, run_length
+    from bwssl.experiment import describe
+    from bwssl.run_sizes import estimated_steps, freezing_steps, run_length
 
     exp = load_experiment("layerlock-demo", [])
     runs = plan(exp, dry_run=True)
@@ -262,3 +263,52 @@ def test_a_freezing_schedule_that_does_not_fit_stops_the_plan():
     exp = load_experiment("layerlock-demo", ["layerlock.start_step=100000"])
     with pytest.raises(ConfigError, match=r"layerlock\.start_step"):
         plan(exp, dry_run=True)
+
+
+def test_resnet_demo_plans_each_regime_with_and_without_noise(capsys):
+    from bwssl.experiment import describe
+
+    runs = plan(load_experiment("resnet-demo", []), dry_run=True)
+    names = [r.name for r in runs]
+    assert names == [
+        "barlow_twins-untrained-k4-s0",
+        "barlow_twins-e2e-k4-s0",
+        "barlow_twins-e2e-noise-k4-s0",
+        "barlow_twins-simultaneous-k4-s0",
+        "barlow_twins-simultaneous-noise-k4-s0",
+        "barlow_twins-sequential-k4-s0",
+        "barlow_twins-sequential-noise-k4-s0",
+    ]
+    assert [r.config.noise.std for r in runs] == [0.0, 0.0, 0.25, 0.0, 0.25, 0.0, 0.25]
+    assert {r.config.data.name for r in runs} == {"synthetic_images"}
+    text = describe(runs, False)
+    # 2048 embedded images, batch 32, 2 epochs per stage: 128 steps a stage, exact
+    assert "barlow_twins-e2e-k4-s0" in text and " 128 steps" in text and " 512 steps" in text
+    assert "~" not in text
+
+
+ONE_BARLOW_E2E = ["regimes=[e2e]", "objectives=[barlow_twins]", "num_blocks=[4]"]
+
+
+def test_image_datasets_are_planned_with_their_size():
+    from bwssl.experiment import describe
+
+    exp = load_experiment("quick", [*ONE_BARLOW_E2E, "train=resnet18-cifar-barlow"])
+    text = describe(plan(replace_root(exp, "/cifar"), dry_run=True), False)
+    assert f" {50_000 // 256 * 1000} steps" in text  # CIFAR's 50,000, not synthetic_train
+    exp = load_experiment("quick", [*ONE_BARLOW_E2E, "train=resnet50-barlow"])
+    text = describe(plan(replace_root(exp, "/imagenet"), dry_run=True), False)
+    assert f"~{1_281_167 // 2048 * 300} steps" in text
+
+
+def replace_root(exp, root):
+    from dataclasses import replace
+
+    return replace(exp, overrides=[f"data.root={root}"])
+
+
+def test_a_bad_variant_name_names_the_key():
+    from bwssl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="variants"):
+        load_experiment("resnet-demo", ["variants={Noise: [noise.std=0.25]}"])

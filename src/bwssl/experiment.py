@@ -1,6 +1,7 @@
 """The main job, ``bwssl run``: train every regime, analyze every run, write a report.
 
-An experiment is a grid (objectives x regimes x K x seeds) over one training config. Each
+An experiment is a grid (objectives x regimes x variants x K x seeds) over one training
+config. Each
 cell is an ordinary run directory under ``OUT/runs/``, trained by the one
 training loop, so rerunning the command skips finished runs and resumes an
 interrupted one; the analysis caches per run as well.
@@ -9,6 +10,7 @@ interrupted one; the analysis caches per run as well.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -25,6 +27,7 @@ from bwssl.config import (
     from_dict,
     load_raw,
 )
+from bwssl.run_sizes import estimated_steps, exact_size, freezing_steps, train_clips
 
 
 @dataclass
@@ -45,6 +48,12 @@ class ExperimentConfig:
     """Dotted overrides for the runs of one objective, applied after ``overrides``, e.g.
     ``{barlow_twins: [train.lr=1.0e-3]}``: objectives differ in what a step costs and in the
     learning rate they train well at."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """Named run-level variants: each name adds, beside the plain runs, the trained runs of
+    the grid with these dotted overrides (applied last), named
+    ``OBJECTIVE-REGIME-NAME-kK-sSEED``, e.g. ``{noise: [noise.std=0.25]}`` gives
+    ``simultaneous-noise-k4-s0``. The untrained reference has no variants. Names are lower
+    case letters, digits and underscores."""
     num_blocks: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     analysis: list[str] = field(default_factory=list)
@@ -74,6 +83,12 @@ class ExperimentConfig:
             raise ConfigError(
                 f"config key 'objective_overrides': unknown objectives {unknown}; allowed: "
                 f"{', '.join(OBJECTIVES)}"
+            )
+        bad = [n for n in self.variants if not re.fullmatch(r"[a-z0-9_]+", n)]
+        if bad:
+            raise ConfigError(
+                f"config key 'variants': names {bad} must be lower case letters, digits and "
+                "underscores (they become part of run names)"
             )
         if not self.seeds or not self.num_blocks:
             raise ConfigError("config keys 'seeds' and 'num_blocks' must not be empty")
@@ -121,25 +136,32 @@ def load_experiment(name_or_path: str, overrides: list[str]) -> ExperimentConfig
     grid_overrides = [
         o
         for o in overrides
-        if (key := o.split("=", 1)[0]) in own or key.startswith("objective_overrides.")
+        if (key := o.split("=", 1)[0]) in own
+        or key.startswith(("objective_overrides.", "variants."))
     ]
     run_overrides = [o for o in overrides if o not in grid_overrides]
     raw = apply_overrides(raw, grid_overrides)
     raw["overrides"] = list(raw.get("overrides", [])) + run_overrides
-    per_objective = _objective_overrides(raw.pop("objective_overrides", None))
-    return replace(coerce(ExperimentConfig, raw), objective_overrides=per_objective)
+    per_objective = _override_lists(
+        "objective_overrides", raw.pop("objective_overrides", None), "barlow_twins: [train.lr=1e-3]"
+    )
+    variants = _override_lists("variants", raw.pop("variants", None), "noise: [noise.std=0.25]")
+    return replace(
+        coerce(ExperimentConfig, raw), objective_overrides=per_objective, variants=variants
+    )
 
 
-def _objective_overrides(value: object) -> dict[str, list[str]]:
-    """The ``objective_overrides`` mapping, checked (the generic coercion has no mappings)."""
+def _override_lists(key: str, value: object, example: str) -> dict[str, list[str]]:
+    """A mapping from names to lists of overrides (``objective_overrides``, ``variants``),
+    checked (the generic coercion has no mappings)."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(
         isinstance(v, list) and all(isinstance(o, str) for o in v) for v in value.values()
     ):
         raise ConfigError(
-            "config key 'objective_overrides': expected a mapping from objective name to a "
-            f"list of KEY=VALUE strings, e.g. {{barlow_twins: [train.lr=1.0e-3]}}; got {value!r}"
+            f"config key '{key}': expected a mapping from a name to a list of KEY=VALUE "
+            f"strings, e.g. {{{example}}}; got {value!r}"
         )
     return {str(k): list(v) for k, v in value.items()}
 
@@ -150,42 +172,50 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
 
     base = load_raw(exp.train)
     runs = []
-    for objective in exp.objectives:
+    variants = {"": [], **exp.variants}
+    cells = [
+        (objective, k, regime, variant)
+        for objective in exp.objectives
+        for k in exp.num_blocks
+        for regime in exp.regimes
+        for variant in variants
+        if not (regime == "untrained" and (objective != exp.objectives[0] or variant))
+    ]
+    for objective, k, regime, variant in cells:
         prefix = "" if objective == "masked_pixels" else f"{objective}-"
-        for k in exp.num_blocks:
-            for regime in exp.regimes:
-                if regime == "untrained" and objective != exp.objectives[0]:
-                    continue
-                for seed in exp.seeds:
-                    overrides = [
-                        *exp.overrides,
-                        *exp.objective_overrides.get(objective, []),
-                        f"regime={regime}",
-                        f"seed={seed}",
-                        f"model.num_blocks={k}",
-                        f"objective.name={objective}",
-                    ]
-                    cfg = from_dict(apply_overrides(base, overrides))
-                    source = None
-                    if regime == "e2e":
-                        source = next(
-                            (
-                                r.name
-                                for r in runs
-                                if r.source is None
-                                and r.config.regime == "e2e"
-                                and same_but_blocks(r.config, cfg)
-                            ),
-                            None,
-                        )
-                    runs.append(PlannedRun(f"{prefix}{regime}-k{k}-s{seed}", cfg, source))
+        infix = f"{variant}-" if variant else ""
+        for seed in exp.seeds:
+            overrides = [
+                *exp.overrides,
+                *exp.objective_overrides.get(objective, []),
+                f"regime={regime}",
+                f"seed={seed}",
+                f"model.num_blocks={k}",
+                f"objective.name={objective}",
+                *variants[variant],
+            ]
+            cfg = from_dict(apply_overrides(base, overrides))
+            source = None
+            if regime == "e2e":
+                source = next(
+                    (
+                        r.name
+                        for r in runs
+                        if r.source is None
+                        and r.config.regime == "e2e"
+                        and same_but_blocks(r.config, cfg)
+                    ),
+                    None,
+                )
+            runs.append(PlannedRun(f"{prefix}{regime}-{infix}k{k}-s{seed}", cfg, source))
     for r in runs:
         # A layer-wise schedule that does not fit in its run would stop the grid only when
         # that run starts; the synthetic set's length is exact, so check it now (UCF101's
         # is known once its files are indexed: the trainer checks it then).
-        if r.config.data.name == "synthetic":
+        clips = train_clips(r.config)
+        if clips is not None and exact_size(r.config, False):
             try:
-                freezing_steps(r.config, _train_clips(r.config))
+                freezing_steps(r.config, clips)
             except ConfigError as e:
                 raise ConfigError(f"run {r.name}: {e}") from None
     if exp.requires_data_root and all(r.config.data.name != "ucf101" for r in runs):
@@ -199,49 +229,6 @@ def plan(exp: ExperimentConfig, dry_run: bool = False) -> list[PlannedRun]:
     return runs
 
 
-def run_length(cfg: Config, train_clips: int) -> int:
-    """Optimizer steps of one schedule of ``train.epochs`` epochs over ``train_clips`` clips
-    (at most ``train.max_steps``), as the trainer counts them: one blockwise stage, or the
-    whole run of a layer-wise regime."""
-    steps = (train_clips // cfg.train.batch_size) * cfg.train.epochs
-    if cfg.train.max_steps is not None:
-        steps = min(steps, cfg.train.max_steps)
-    return steps
-
-
-def estimated_steps(cfg: Config, train_clips: int) -> int:
-    """Optimizer steps of one run: a blockwise regime runs :func:`run_length` per stage
-    (sequential: K stages; untrained: none); a layer-wise regime (freeze, layerlock, latent)
-    runs one schedule of that length in all, its freezing events inside it."""
-    from bwssl.regimes import is_layerwise, stages
-
-    steps = run_length(cfg, train_clips)
-    if is_layerwise(cfg.regime):
-        return steps
-    return steps * len(stages(cfg.regime, cfg.model.num_blocks))
-
-
-def freezing_steps(cfg: Config, train_clips: int) -> list[int]:
-    """The steps at which a layer-wise run's stages switch (freezing events, target switches);
-    empty for a blockwise regime. Raises :class:`~bwssl.config.ConfigError` (naming the key)
-    when the schedule does not fit in the run."""
-    from bwssl.regimes import is_layerwise, run_stages
-
-    if not is_layerwise(cfg.regime):
-        return []
-    return [s.lr_offset or 0 for s in run_stages(cfg, run_length(cfg, train_clips))[1:]]
-
-
-# Videos in the official UCF101 training lists (before excluding short videos).
-UCF101_TRAIN_VIDEOS = {1: 9537, 2: 9586, 3: 9624}
-
-
-def _train_clips(cfg: Config, ucf101: bool = False) -> int:
-    """Training clips per epoch: exact for the synthetic set, the official list for UCF101."""
-    d = cfg.data
-    return UCF101_TRAIN_VIDEOS[d.split] if ucf101 or d.name == "ucf101" else d.synthetic_train
-
-
 def describe(runs: list[PlannedRun], ucf101: bool) -> str:
     """The plan as text: one line per run with its estimated optimizer steps (a layer-wise
     run: its epochs in all and the steps of its freezing events)."""
@@ -250,15 +237,16 @@ def describe(runs: list[PlannedRun], ucf101: bool) -> str:
     lines = [f"{len(runs)} runs:"]
     width = max(28, *(len(r.name) for r in runs))
     for r in runs:
-        approx = "~" if ucf101 or r.config.data.name == "ucf101" else ""
-        steps = f"{approx}{estimated_steps(r.config, _train_clips(r.config, ucf101))} steps"
+        approx = "" if exact_size(r.config, ucf101) else "~"
+        clips = train_clips(r.config, ucf101)
+        steps = "? steps" if clips is None else f"{approx}{estimated_steps(r.config, clips)} steps"
         if r.source is not None:
             steps = f"0 steps (re-cut from {r.source})"
         epochs = f"epochs/stage={r.config.train.epochs}"
-        if is_layerwise(r.config.regime):
+        if is_layerwise(r.config.regime) and clips is not None:
             epochs = f"epochs={r.config.train.epochs}"
             try:
-                events = freezing_steps(r.config, _train_clips(r.config, ucf101))
+                events = freezing_steps(r.config, clips)
             except ConfigError:  # UCF101's estimated length; the trainer checks the real one
                 events = []
                 steps += ", freezing schedule does not fit"
@@ -288,7 +276,10 @@ def run_experiment(exp: ExperimentConfig, out: Path, dry_run: bool = False) -> P
     # The ETA: per objective (their steps differ in cost), seconds per estimated optimizer
     # step of its runs trained in this call, times its steps left (a sequential run counts
     # its K stages); objectives not trained yet are assumed as fast as the rest.
-    steps = [0 if r.source else estimated_steps(r.config, _train_clips(r.config)) for r in runs]
+    steps = [
+        0 if r.source or (n := train_clips(r.config)) is None else estimated_steps(r.config, n)
+        for r in runs
+    ]
     finished = [(out / "runs" / r.name / "checkpoints" / "final.pt").exists() for r in runs]
     spent: dict[str, tuple[float, int]] = {}
     for i, r in enumerate(runs):
@@ -372,7 +363,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         "--preset",
         default="demo",
         help="experiment preset: demo (default), quick, objectives-demo, layerlock-demo, "
-        "paper-tiny, paper-small; or a YAML file",
+        "resnet-demo, paper-tiny, paper-small; or a YAML file",
     )
     p.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
     p.add_argument("--quick", action="store_true", help="a smoke version (about 3 minutes)")

@@ -11,7 +11,7 @@ from torch import nn
 from bwssl.config import ConfigError, ObjectiveConfig
 from bwssl.data.transforms import normalize
 from bwssl.models import build_model
-from bwssl.models.heads import Projector
+from bwssl.models.heads import GlobalBatchNorm2d, Projector
 from bwssl.models.pooling import (
     POOL_EPS,
     ConvExpansion,
@@ -113,6 +113,20 @@ def test_cbe_is_conv_batchnorm_relu_then_its_pooling(cbe_pool):
         "sqrt": torch.sqrt(r + POOL_EPS).mean(dim=(2, 3)),
     }[cbe_pool]
     torch.testing.assert_close(cbe(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_cbe_normalizes_over_the_global_batch_and_equals_batch_norm_in_one_process():
+    """The CbE head's default norm is GlobalBatchNorm2d (DDP heads see the global batch);
+    in one process it is nn.BatchNorm2d: same keys, same outputs and running statistics."""
+    cfg = ObjectiveConfig(name="barlow_twins", pooling="cbe", pool_width=8)
+    torch.manual_seed(0)
+    cbe, _ = build_pooling(cfg, 4)
+    assert isinstance(cbe.norm, GlobalBatchNorm2d)
+    plain = ConvExpansion(4, 8, 1, "avg", norm=nn.BatchNorm2d)
+    plain.load_state_dict(cbe.state_dict())
+    x = torch.randn(6, 4, 5, 5)
+    assert torch.equal(cbe(x), plain(x))
+    assert torch.equal(cbe.norm.running_var, plain.norm.running_var)
 
 
 def test_cbe_takes_the_norm_it_is_given():

@@ -20,7 +20,7 @@ import numpy as np
 from bwssl.analysis import features as feat
 from bwssl.analysis.requirements import SkippedMetric
 from bwssl.analysis.results import ResultRow
-from bwssl.analysis.sources import Source, model_name
+from bwssl.analysis.sources import Source, trained_model_name
 from bwssl.data import build_dataset
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class RunContext:
             ResultRow(
                 s.name,
                 s.regime,
-                model_name(s.config.model),
+                trained_model_name(s.config),
                 self.k,
                 s.seed,
                 block,

@@ -16,6 +16,10 @@
   its own probe (repeat = location). ``stderr`` is the standard error of the
   per-fold drops (the folds of the full and occluded probes are the same
   clips); ``protocol`` names the locations and the fill.
+
+On one-frame clips (images) the gratings are still: the ``tf`` target is skipped and
+``orientation`` is read modulo 180 degrees. A backbone without a patch-token grid (a
+ResNet) skips OccDrop. Both are recorded in ``skipped.csv``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from bwssl.analysis.occlusion import (
     per_clip_cells,
 )
 from bwssl.analysis.probes import cv_probe_fold_accuracies, fold_stderr
-from bwssl.analysis.requirements import cv_needs
+from bwssl.analysis.requirements import cv_needs, frames_needed, token_grid_needs
 
 if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
@@ -94,6 +98,10 @@ def run_level(ctx: RunContext, level: int) -> None:
     full = ctx.features(ds, ident, f"level {level} gratings")
     targets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, y_all in ds.targets.items():
+        if frames_needed(name, d.num_frames):
+            if f"probe_l{level}" in ctx.want:
+                ctx.skip(f"probe_l{level}", frames_needed(name, d.num_frames))
+            continue
         y = y_all[full.index]
         rows = _cv_rows(y)
         missing = cv_needs(y, o.grating_folds)
@@ -134,7 +142,9 @@ def run_level(ctx: RunContext, level: int) -> None:
                 stderr=fold_stderr(acc),
                 protocol=probe_protocol,
             )
-    if f"occdrop_l{level}" not in ctx.want:
+    if f"occdrop_l{level}" not in ctx.want or not ctx.requires(
+        f"occdrop_l{level}", token_grid_needs(ctx.model.backbone)
+    ):
         return
     gh, gw = ctx.model.backbone.grid[1:]
     if level == 2 and gw % 2:

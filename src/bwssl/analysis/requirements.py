@@ -21,7 +21,11 @@ metric             needs
 ``mse``
 grating probes     per target, 2+ classes with at least 2 gratings each
                    (stratified folds); fewer folds than asked when a class is
-                   smaller
+                   smaller; the ``tf`` target 2+ frames per clip (a one-frame
+                   clip is a still grating: its orientation is then read
+                   modulo 180 degrees, as the drift direction is not seen)
+``occdrop_l1``,    a backbone with a patch-token grid (the video ViT): the
+``occdrop_l2``     occluded clips keep whole tokens
 =================  ==========================================================
 """
 
@@ -88,6 +92,22 @@ def cv_needs(labels: np.ndarray, folds: int) -> str:
             f"a cross-validated probe needs 2+ classes with 2+ clips each (for {folds} folds), "
             f"{usable} of {len(counts)} classes have them"
         )
+    return ""
+
+
+def frames_needed(target: str, num_frames: int) -> str:
+    """Why a grating ``target`` cannot be read from clips of ``num_frames`` frames ("" when it
+    can): temporal frequency needs motion, so 2+ frames."""
+    if target == "tf" and num_frames < 2:
+        return f"grating target tf needs 2+ frames per clip (motion), clips have {num_frames}"
+    return ""
+
+
+def token_grid_needs(backbone: object) -> str:
+    """Why OccDrop cannot occlude the input of ``backbone`` ("" when it can): it keeps whole
+    patch tokens, so it needs the (T', H', W') token grid of a patch-token backbone."""
+    if getattr(backbone, "grid", None) is None:
+        return f"OccDrop keeps whole patch tokens; a {type(backbone).__name__} has no token grid"
     return ""
 
 

@@ -4,7 +4,8 @@ One row per fact (metric ``setup``, block 0, the fact as target), so that the
 report can state the token grid, the masking count and the learning-rate
 recipe from the results rows alone:
 
-- ``grid_t``, ``grid_h``, ``grid_w``, ``tokens``: the token grid (T', H', W').
+- ``grid_t``, ``grid_h``, ``grid_w``, ``tokens``: the token grid (T', H', W'), for a
+  patch-token backbone only (a ResNet has none).
 - ``num_frames``, ``crop_size``, ``channels``: the clip format.
 - ``mask_ratio``, ``visible_tokens`` (per clip), ``masked_per_frame`` (hidden
   spatial positions of a tube mask, or hidden tokens of a random one): masked
@@ -28,16 +29,16 @@ METRICS_HANDLED: tuple[str, ...] = (METRIC,)
 
 def facts(ctx: RunContext) -> dict[str, float]:
     """The run's setup facts by name (see the module docstring)."""
+    from bwssl.analysis.requirements import token_grid_needs
     from bwssl.data.masking import num_masked, num_visible
 
     cfg = ctx.src.config
     t, h, w = cfg.token_grid
     d, tr = ctx.data, cfg.train
-    out: dict[str, float] = {
-        "grid_t": t,
-        "grid_h": h,
-        "grid_w": w,
-        "tokens": t * h * w,
+    out: dict[str, float] = {}
+    if not token_grid_needs(ctx.model.backbone):
+        out.update(grid_t=t, grid_h=h, grid_w=w, tokens=t * h * w)
+    out |= {
         "num_frames": d.num_frames,
         "crop_size": d.crop_size,
         "channels": d.channels,

@@ -45,6 +45,14 @@ def model_name(m: ModelConfig) -> str:
     return backbone_spec(m.arch).describe(m)
 
 
+def trained_model_name(cfg: Config) -> str:
+    """The ``model`` column of a run's rows: :func:`model_name`, and ``+noise<std>`` when the
+    run trained with feature noise (``noise.std`` > 0), so that runs with and without noise
+    are grouped apart (``resnet18-w8-b1111-cifar+noise0.25``)."""
+    name = model_name(cfg.model)
+    return f"{name}+noise{cfg.noise.std:g}" if cfg.noise.std > 0 else name
+
+
 @dataclass
 class Source:
     """One encoder to analyse: where it is, what it is, and its content hash."""

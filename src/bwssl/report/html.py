@@ -18,6 +18,8 @@ from bwssl.report.head_probe import section as head_probe_section
 from bwssl.report.layerwise import has_layerwise
 from bwssl.report.layerwise import section as layerwise_section
 from bwssl.report.panels import UNTRAINED, objectives_of
+from bwssl.report.resnet_paper import has_resnet_rows
+from bwssl.report.resnet_paper import section as resnet_paper_section
 from bwssl.report.skipped import section as skipped_section
 from bwssl.report.summary import objectives_table
 from bwssl.report.verdicts import Comparison, comparisons, models_judged
@@ -98,6 +100,8 @@ def render(
         parts.append(head_probe_section(measured))
     if has_layerwise(measured):
         parts.append(layerwise_section(measured))
+    if has_resnet_rows(measured):
+        parts.append(resnet_paper_section(measured))
     parts.append(skipped_section(skipped or []))
     parts.append("<h2>Figures</h2>")
     for fig in (f for f in figures if f.suffix == ".png"):

@@ -1,0 +1,146 @@
+"""The report's section for ResNet runs: the blockwise-SSL-at-scale paper's ImageNet table
+beside our last-block probe accuracy, and which of its orderings our runs reproduce.
+
+Drawn when a row's ``model`` starts with ``resnet``. Everything comes from the rows: the
+regime column, and the ``+noise<std>`` suffix that the model column carries for runs trained
+with feature noise. Our number for a (regime, noise) line is ``probe_acc`` (the linear
+probe on the backbone's globally pooled features) of the last block, the mean over seeds of
+each run's mean over repeats. Orderings are judged on those means:
+
+- E2E > simultaneous: E2E without noise against simultaneous with noise (the paper's best
+  blockwise model), or without noise when no noise run exists;
+- simultaneous > sequential: at the same noise setting (without noise when both exist);
+- noise > no noise: simultaneous with noise against simultaneous without.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bwssl.analysis.results import ResultRow
+
+METRIC = "probe_acc"
+"""The metric our column shows (last block)."""
+
+NOISE_MARK = "+noise"
+"""How the model column marks a run trained with feature noise."""
+
+Line = tuple[str, bool]
+"""(regime, trained with noise)."""
+
+PAPER_TOP1: tuple[tuple[str, float, Line | None], ...] = (
+    ("end to end", 71.57, ("e2e", False)),
+    ("simultaneous, CbE + GSP + noise", 70.48, ("simultaneous", True)),
+    ("simultaneous, without noise", 70.15, ("simultaneous", False)),
+    ("simultaneous, LSP", 68.84, None),
+    ("sequential", 67.12, ("sequential", False)),
+    ("block 1 end to end, then blockwise", 70.07, ("first_e2e", False)),
+    ("blocks 1 and 2 merged", 70.14, None),
+)
+"""The paper's ImageNet linear-probe top-1 (%) per model, and the (regime, noise) line of
+ours that stands for it (None: a variant our rows cannot tell apart, e.g. a pooling head)."""
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """One of the paper's orderings, judged on our rows."""
+
+    claim: str
+    holds: bool | None
+    """True / False on our numbers; None when a side was not run."""
+    sentence: str
+
+
+def has_resnet_rows(rows: Iterable[ResultRow]) -> bool:
+    """Whether ``rows`` hold results of a ResNet."""
+    return any(r.model.startswith("resnet") for r in rows)
+
+
+def last_block_probe(rows: Sequence[ResultRow]) -> dict[Line, float]:
+    """Per (regime, noise): the last block's ``probe_acc`` over the ResNet runs, the mean
+    over seeds of each run's mean over repeats."""
+    per_run: dict[tuple[Line, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.model.startswith("resnet") and r.metric == METRIC and r.block == r.num_blocks:
+            per_run[((r.regime, NOISE_MARK in r.model), r.run)].append(r.value)
+    per_line: dict[Line, list[float]] = defaultdict(list)
+    for (line, _), values in per_run.items():
+        per_line[line].append(sum(values) / len(values))
+    return {line: sum(v) / len(v) for line, v in per_line.items()}
+
+
+def _name(line: Line) -> str:
+    return f"{line[0]} {'with' if line[1] else 'without'} noise"
+
+
+def _ordering(claim: str, ours: dict[Line, float], high: Line, low: Line, paper: str) -> Ordering:
+    if high not in ours or low not in ours:
+        missing = [_name(x) for x in (high, low) if x not in ours]
+        return Ordering(claim, None, f"{claim}: not judged, no run of {' or '.join(missing)}.")
+    a, b = ours[high], ours[low]
+    holds = a > b
+    verb = "reproduces" if holds else "does not reproduce"
+    return Ordering(
+        claim,
+        holds,
+        f"Our run {verb} {claim}: {_name(high)} {a:.3f} against {_name(low)} {b:.3f} "
+        f"(paper {paper}).",
+    )
+
+
+def orderings(rows: Sequence[ResultRow]) -> list[Ordering]:
+    """The paper's three orderings (module docstring), judged on the last-block probe."""
+    ours = last_block_probe(rows)
+    simultaneous = ("simultaneous", ("simultaneous", True) in ours)
+    # the same noise setting on both sides: without noise when both were run that way
+    without = ("simultaneous", False) in ours and ("sequential", False) in ours
+    noise = not without and ("simultaneous", True) in ours and ("sequential", True) in ours
+    return [
+        _ordering(
+            "E2E > simultaneous",
+            ours,
+            ("e2e", False),
+            simultaneous,
+            "71.57 vs 70.48" if simultaneous[1] else "71.57 vs 70.15",
+        ),
+        _ordering(
+            "simultaneous > sequential",
+            ours,
+            ("simultaneous", noise),
+            ("sequential", noise),
+            "70.48 vs 67.12" if noise else "70.15 vs 67.12",
+        ),
+        _ordering(
+            "noise > no noise",
+            ours,
+            ("simultaneous", True),
+            ("simultaneous", False),
+            "70.48 vs 70.15",
+        ),
+    ]
+
+
+def section(rows: Sequence[ResultRow]) -> str:
+    """The HTML section: the paper's table beside ours, then one sentence per ordering."""
+    esc = html.escape
+    ours = last_block_probe(rows)
+    parts = [
+        "<h2>ResNet: the paper's ImageNet table beside ours</h2>",
+        "<p>Paper: ImageNet linear probe top-1 (%) of a ResNet-50. Ours: the linear probe "
+        f"accuracy ({METRIC}, a fraction) on the last block's pooled features, on our data; "
+        "compare the orderings, not the values.</p>",
+        "<table><tr><th>model</th><th>paper top-1</th><th>our run</th><th>ours</th></tr>",
+    ]
+    for label, top1, line in PAPER_TOP1:
+        run = "-" if line is None else _name(line)
+        value = f"{ours[line]:.3f}" if line is not None and line in ours else "not run"
+        parts.append(
+            f"<tr><td>{esc(label)}</td><td>{top1:.2f}</td><td>{esc(run)}</td><td>{value}</td></tr>"
+        )
+    parts.append("</table><ul>")
+    parts += [f"<li>{esc(o.sentence)}</li>" for o in orderings(rows)]
+    parts.append("</ul>")
+    return "\n".join(parts)
