@@ -26,6 +26,7 @@ from torch import nn
 
 from bwssl.config import ConfigError, ObjectiveConfig
 from bwssl.models.backbone import Backbone
+from bwssl.models.heads import GlobalBatchNorm2d
 
 POOL_EPS = 1e-6
 """Added under the square roots of L2 and square-root pooling, so that their gradient stays
@@ -104,8 +105,9 @@ class ConvExpansion(nn.Module):
     """CbE: Conv2d(C, width, k, padding k // 2, no bias) -> norm -> ReLU -> spatial pooling,
     (B, C, H, W) -> (B, width).
 
-    ``norm`` builds the batch norm from its channel count; under DDP it must normalize over
-    the global batch, as the official code's SyncBatchNorm does.
+    ``norm`` builds the batch norm from its channel count; the default normalizes over the
+    global batch under DDP (as the official code's SyncBatchNorm does), so two processes
+    splitting a batch train the head as one process on the whole batch.
     """
 
     def __init__(
@@ -114,7 +116,7 @@ class ConvExpansion(nn.Module):
         width: int,
         kernel: int,
         pool: str,
-        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        norm: Callable[[int], nn.Module] = GlobalBatchNorm2d,
     ) -> None:
         super().__init__()
         if pool not in CBE_POOLS:
@@ -129,11 +131,12 @@ class ConvExpansion(nn.Module):
 
 
 def build_pooling(
-    cfg: ObjectiveConfig, channels: int, norm: Callable[[int], nn.Module] = nn.BatchNorm2d
+    cfg: ObjectiveConfig, channels: int, norm: Callable[[int], nn.Module] = GlobalBatchNorm2d
 ) -> tuple[nn.Module | None, int]:
     """The pooling module of ``cfg.pooling`` for a ``channels``-channel map and the width of
     its output; ``None`` and ``channels`` for ``backbone`` (the head then reads
-    :meth:`Backbone.pool`, which has that width). ``norm``: CbE's batch norm."""
+    :meth:`Backbone.pool`, which has that width). ``norm``: CbE's batch norm (by default
+    over the global batch of all processes)."""
     if cfg.pooling == "backbone":
         return None, channels
     if cfg.pooling == "gsp":
