@@ -215,3 +215,43 @@ def test_bench_parallel_blocks_times_a_pipeline_against_one_process(tmp_path, ca
         assert x["peak_bytes"] > x["state_bytes"] > 0
     text = capsys.readouterr().out
     assert "efficiency" in text and "rank 1 (stage 2, blocks [2])" in text
+
+
+def test_resnet_sizes_are_barlow_twins_configs_that_load():
+    from bwssl.bench import SIZES
+    from bwssl.config import load_config
+
+    for name in ("resnet-debug", "resnet50", "resnet18-cifar"):
+        size = SIZES[name]
+        assert size.objective == "barlow_twins"
+        cfg = load_config(size.preset, [*size.overrides, "regime=simultaneous"])
+        assert cfg.model.arch == "resnet" and cfg.objective.pooling == "cbe"
+    r50 = load_config(SIZES["resnet50"].preset, list(SIZES["resnet50"].overrides))
+    assert (r50.model.resnet_depth, r50.model.cifar_stem, r50.data.crop_size) == (50, False, 224)
+    assert list(r50.objective.projector) == [8192] * 3 and r50.objective.pool_width == 2048
+    assert r50.train.optimizer == "lars" and r50.noise.std == 0.25
+
+
+def test_bench_measures_a_resnet_with_barlow_twins_and_checks_its_targets(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench(
+        "--device cpu --sizes resnet-debug --steps 1 --warmup 0 --batch 2", "--json", str(out)
+    )
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["objectives"] == ["barlow_twins"]
+    runs = {r["run"]: r for r in result["runs"]}
+    # no transformers reference: it is a masked-pixel video model
+    assert set(runs) == {"e2e", "simultaneous", "sequential [stage 1/4]", "sequential [stage 4/4]"}
+    assert all(r["objective"] == "barlow_twins" for r in runs.values())
+    # simultaneous has a CbE head and projector on each of the 4 blocks, e2e on the last only
+    assert runs["simultaneous"]["params_total"] > runs["e2e"]["params_total"]
+    assert runs["sequential [stage 1/4]"]["params_trained"] < runs["e2e"]["params_trained"]
+    size = result["sizes"]["resnet-debug"]
+    assert size["objective"] == "barlow_twins" and size["pooling"] == "cbe"
+    assert size["image_size"] == 32 and "tokens" not in size
+    checks = result["ratios"]["resnet-debug"]
+    assert set(checks) == {"simultaneous_vs_e2e_peak_memory", "simultaneous_vs_e2e_step_time"}
+    mem = checks["simultaneous_vs_e2e_peak_memory"]
+    assert mem["value"] == runs["simultaneous"]["peak_bytes"] / runs["e2e"]["peak_bytes"]
+    assert ("met" if mem["met"] else "MISSED") in capsys.readouterr().out

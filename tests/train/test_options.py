@@ -94,6 +94,11 @@ def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6)
 
 
+RESNET_GLOBAL_BATCH = ["model.sync_bn=true", "objective.pooling=cbe", "objective.pool_width=32"]
+"""A ResNet whose every batch norm, backbone and CbE head, spans the global batch. Noise stays
+off: its draws depend on each process's share of the batch."""
+
+
 @pytest.mark.parametrize(
     "regime,objective,preset",
     [
@@ -102,13 +107,14 @@ def test_activation_checkpointing_gives_the_same_gradients(make_cfg):
         ("simultaneous", "barlow_twins", "tiny-debug"),
         ("e2e", "vicreg", "tiny-debug"),
         ("layerlock", "masked_pixels", "tiny-debug"),  # freezing at steps 2 and 4, latents
-        ("simultaneous", "barlow_twins", "resnet-debug"),  # with model.sync_bn
+        ("simultaneous", "barlow_twins", "resnet-debug"),  # with model.sync_bn and CbE heads
     ],
 )
 def test_two_processes_match_one_with_the_same_global_batch(regime, objective, preset, tmp_path):
     """The same weights from one process and from two splitting its batch; for joint
     embedding that needs the views, the losses and the projectors' batch norms all taken
-    over the global batch, and for a ResNet its batch norms too (``model.sync_bn``)."""
+    over the global batch, and for a ResNet its batch norms too (``model.sync_bn``) and those
+    of its CbE heads (the paper's heads, whose batch norm reads the expanded map)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun is not None, "torchrun ships with torch"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -117,7 +123,7 @@ def test_two_processes_match_one_with_the_same_global_batch(regime, objective, p
         "bwssl",
         "train",
         preset,
-        *(["model.sync_bn=true"] if preset == "resnet-debug" else []),
+        *(RESNET_GLOBAL_BATCH if preset == "resnet-debug" else []),
         f"regime={regime}",
         "train.epochs=2",
         "train.batch_size=4",

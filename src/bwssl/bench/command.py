@@ -60,10 +60,11 @@ def benchmark(
 
     ``regimes`` are ``REGIME[:KEY=VALUE,...]`` specs; ``sequential`` expands to
     the stages in ``sequential_stages`` (``first``, ``last``, ``all`` or 1-based
-    numbers). Each regime runs once per name of ``objectives`` (default:
-    masked_pixels), with ``objective.name`` set; all runs of a size are alive
-    at once and timed interleaved. The transformers reference runs when
-    masked_pixels does.
+    numbers). Each regime runs once per name of ``objectives`` (default: each
+    size's own, :attr:`Size.objective`), with ``objective.name`` set; all runs
+    of a size are alive at once and timed interleaved. The targets are checked
+    on the runs of the size's objective (or the first measured one). The
+    transformers reference runs when masked_pixels does on a video ViT.
     """
     if steps < 1 or warmup < 0:
         raise UserError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
@@ -73,7 +74,8 @@ def benchmark(
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         raise UserError(f"unknown size(s) {', '.join(unknown)}; allowed: {', '.join(SIZES)}")
-    objectives = list(dict.fromkeys(objectives or [REFERENCE_OBJECTIVE]))
+    named = list(dict.fromkeys(objectives or []))
+    objectives = named or list(dict.fromkeys(SIZES[s].objective for s in sizes))
     bad = [o for o in objectives if o not in OBJECTIVES]
     if bad:
         raise UserError(
@@ -94,7 +96,7 @@ def benchmark(
                 f"--regimes: {name} is layer-wise (its stages depend on the run's length); "
                 f"measure it with --schedules {name}"
             )
-    hf = hf and REFERENCE_OBJECTIVE in objectives and hf_available()
+    hf = hf and hf_available()
     say = progress or (lambda _text: None)
 
     rows: list[RunResult] = []
@@ -106,12 +108,14 @@ def benchmark(
             torch._dynamo.reset()  # compiled graphs of one size must not count against the next
             size = SIZES[size_name]
             b, common = _common(size, dev, batch, overrides)
-            base = _load(  # the masked-pixel E2E config: the reference and the token figures
+            measured = named or [size.objective]
+            base = _load(  # the size's own objective in E2E: the reference and the figures
                 size,
                 size_name,
                 "e2e",
-                [*common, f"objective.name={REFERENCE_OBJECTIVE}", "regime=e2e"],
+                [*common, f"objective.name={size.objective}", "regime=e2e"],
             )
+            video = base.model.arch == "video_vit"
             runners: list[Runner] = []
             for spec in regimes:
                 regime, extra = _parse_regime(spec)
@@ -122,9 +126,9 @@ def benchmark(
                         f"{o} {spec}",
                         [*common, f"objective.name={o}", f"regime={regime}", *extra],
                     )
-                    for o in objectives
+                    for o in measured
                 }
-                k = cfgs[objectives[0]].model.num_blocks
+                k = cfgs[measured[0]].model.num_blocks
                 picks = _stage_indices(sequential_stages, k) if regime == "sequential" else [0]
                 for s in picks:
                     label = f"{spec} [stage {s + 1}/{k}]" if regime == "sequential" else spec
@@ -132,7 +136,7 @@ def benchmark(
                         say(f"{size_name}: building {o} {label} (batch {b})")
                         setup = bwssl_setup(cfg, s, Path(tmp))
                         runners.append(build_runner(size_name, o, label, cfg, dev, warmup, setup))
-            if hf:
+            if hf and video and base.objective.name == REFERENCE_OBJECTIVE in measured:
                 from bwssl.train.trainer import Trainer
 
                 autocast = Trainer(base, Path(tmp)).autocast
@@ -156,14 +160,23 @@ def benchmark(
                 "overrides": list(size.overrides),
                 "note": size.note,
                 "batch": b,
-                "token_grid": list(base.token_grid),
-                "tokens": base.num_tokens,
-                "visible_tokens": _visible(base),
+                "objective": base.objective.name,
+                **(
+                    {
+                        "token_grid": list(base.token_grid),
+                        "tokens": base.num_tokens,
+                        "visible_tokens": _visible(base),
+                    }
+                    if video
+                    else {"image_size": base.data.crop_size}
+                ),
                 "model": dataclasses.asdict(base.model),
                 "precision": _precision(base, dev),
                 "projector": list(base.objective.projector),
+                "pooling": base.objective.pooling,
             }
-            ratios[size_name] = size_ratios(size_rows)
+            checked = size.objective if size.objective in measured else measured[0]
+            ratios[size_name] = size_ratios(size_rows, checked)
             by_objective[size_name] = objective_ratios(size_rows)
     return {
         "machine": machine(dev),
@@ -410,8 +423,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "--objectives",
         nargs="+",
         metavar="OBJECTIVE",
-        help=f"local objectives, each run in every regime on the same model (default: "
-        f"{REFERENCE_OBJECTIVE}); allowed: {', '.join(OBJECTIVES)}",
+        help="local objectives, each run in every regime on the same model (default: each "
+        "size's own: masked_pixels for the ViT sizes, barlow_twins for the ResNet ones); "
+        f"allowed: {', '.join(OBJECTIVES)}",
     )
     p.add_argument("--steps", type=int, help="timed steps per run (median reported; default 10)")
     p.add_argument(

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Size:
-    """A benchmark configuration: a preset plus overrides, and its default batch per device."""
+    """A benchmark configuration: a preset plus overrides, its default batch per device, and
+    the objective it is measured with."""
 
     preset: str
     overrides: tuple[str, ...] = ()
     cpu_batch: int = 2
     gpu_batch: int = 32
     note: str = ""
+    objective: str = "masked_pixels"
+    """The objective measured when ``--objectives`` names none, and the one whose runs the
+    targets are checked on (when it is among the measured objectives)."""
 
 
 _DEFAULT_SCHEDULE = (
@@ -24,6 +28,28 @@ _DEFAULT_SCHEDULE = (
 """The layer-wise schedule of the layerlock-vitb preset counts 30K steps; a benchmark schedule
 is shorter, so these sizes take the default shape (first event at half, the last at three
 quarters of the run) for whatever ``--schedule-steps`` is."""
+
+_RESNET_BARLOW_HEADS = (
+    "objective.pooling=cbe",
+    "objective.pool_width=2048",
+    "objective.projector=[8192,8192,8192]",
+    "noise.std=0.25",
+    "train.optimizer=lars",
+    "train.lr=0.2",
+    "train.weight_decay=1e-6",
+)
+"""The blockwise Barlow Twins heads and recipe on a ResNet: a CbE head expanding every block's
+map to 2048 channels, the 8192-8192-8192 projector, feature noise 0.25 and LARS."""
+
+_RESNET50_BARLOW = (
+    "model.resnet_depth=50",
+    "model.resnet_width=64",
+    "model.resnet_stage_blocks=null",
+    "model.cifar_stem=false",
+    *_RESNET_BARLOW_HEADS,
+)
+"""resnet-debug turned into the paper's ResNet-50 (ImageNet stem) with its heads; the
+``resnet50-barlow`` preset states the same model with its data and schedule."""
 
 SIZES: dict[str, Size] = {
     "tiny-debug": Size("tiny-debug", (), 2, 8, "the test preset: width 32, depth 4, K=2"),
@@ -54,6 +80,42 @@ SIZES: dict[str, Size] = {
         1,
         8,
         "ViT-L encoder (width 1024, 24 layers, 16 heads) on the vit-b grid, masking and decoder",
+    ),
+    "resnet-debug": Size(
+        "resnet-debug",
+        ("objective.pooling=cbe", "objective.pool_width=32"),
+        4,
+        8,
+        "the ResNet test preset (width 8, one residual block per stage, 32 pixels) with CbE heads",
+        "barlow_twins",
+    ),
+    "resnet50": Size(
+        "resnet-debug",
+        (
+            *_RESNET50_BARLOW,
+            "data.crop_size=224",
+        ),
+        4,
+        64,
+        "ResNet-50 (torchvision layout, 4 blocks: stem + layer1, layer2, layer3, layer4) on "
+        "224-pixel images, Barlow Twins with CbE heads (2048) and 8192x3 projectors on every "
+        "block, noise 0.25, LARS",
+        "barlow_twins",
+    ),
+    "resnet18-cifar": Size(
+        "resnet-debug",
+        (
+            "model.resnet_depth=18",
+            "model.resnet_width=64",
+            "model.resnet_stage_blocks=null",
+            "model.cifar_stem=true",
+            *_RESNET_BARLOW_HEADS,
+            "data.crop_size=32",
+        ),
+        32,
+        256,
+        "ResNet-18 with the CIFAR stem on 32-pixel images, the resnet50 heads and recipe",
+        "barlow_twins",
     ),
 }
 """Every size by name."""
