@@ -136,15 +136,50 @@ def test_a_state_dict_of_another_resnet_is_refused_by_name():
         load_torchvision_resnet(small, _random_state(torchvision_resnet50_shapes()))
 
 
-def test_a_real_torchvision_resnet50_loads_and_gives_the_same_features():
-    torchvision = pytest.importorskip("torchvision")
-    theirs = torchvision.models.resnet50().eval()
-    backbone = build_backbone(_full(50, "data.crop_size=64")).eval()
-    load_torchvision_resnet(backbone, theirs.state_dict())
-    x = _images(2, 64)
+def _randomize_batch_norms(model: nn.Module, seed: int) -> None:
+    """Affine weights and running statistics away from their unit init, so that a swapped or
+    dropped statistic changes the output."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        ref = nn.Sequential(*list(theirs.children())[:-2])(x[:, :, 0])
-        assert torch.allclose(backbone.block_outputs(x)[-1], ref, atol=1e-5)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0, 0.2, generator=g)
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_a_real_torchvision_resnet_loads_gives_the_same_features_and_exports_back(depth):
+    """Needs torchvision (CI cannot install it beside the CPU torch wheel): every stage's map,
+    the pooled features and the logits through torchvision's ``fc`` equal torchvision's, and
+    the export loads strictly into a fresh torchvision model that gives the same logits."""
+    torchvision = pytest.importorskip("torchvision")
+    make = getattr(torchvision.models, f"resnet{depth}")
+    theirs = make()
+    _randomize_batch_norms(theirs, depth)
+    theirs.eval()
+    state = theirs.state_dict()
+    backbone = build_backbone(_full(depth, "data.crop_size=64")).eval()
+    load_torchvision_resnet(backbone, state)
+    x = _images(2, 64, seed=depth)
+    close = {"rtol": 1e-5, "atol": 1e-5}
+    with torch.no_grad():
+        outs = backbone.block_outputs(x)
+        h = theirs.maxpool(theirs.relu(theirs.bn1(theirs.conv1(x[:, :, 0]))))
+        for k, layer in enumerate((theirs.layer1, theirs.layer2, theirs.layer3, theirs.layer4)):
+            h = layer(h)
+            torch.testing.assert_close(outs[k], h, **close)
+        pooled = backbone.pool(3, outs[-1])
+        torch.testing.assert_close(pooled, torch.flatten(theirs.avgpool(h), 1), **close)
+        logits = theirs(x[:, :, 0])
+        torch.testing.assert_close(theirs.fc(pooled), logits, **close)
+        assert logits.abs().max() > 0.1  # not a trivially zero output
+        back = export_torchvision_resnet(backbone)
+        back |= {"fc.weight": state["fc.weight"], "fc.bias": state["fc.bias"]}
+        fresh = make()
+        fresh.load_state_dict(back, strict=True)
+        assert torch.equal(fresh.eval()(x[:, :, 0]), logits)
 
 
 @pytest.mark.parametrize(
