@@ -48,8 +48,9 @@ def setup_sentence(facts: dict[str, float]) -> str:
         parts.append(f"token grid {t}x{h}x{w} (T'xH'xW', {t * h * w} tokens){clip}")
     if "occlusion_window" in f:
         side = int(f["occlusion_window"])
-        cells = f" ({int(f['crop_size']) // side} per side)" if "crop_size" in f else ""
-        parts.append(f"OccDrop keeps a {side}x{side}-pixel window{cells}")
+        n = int(f.get("crop_size", 0)) // side  # windows per side of the crop
+        grid = f" of a {n}x{n} grid" if n else ""
+        parts.append(f"OccDrop keeps one {side}x{side}-pixel window{grid}")
     if {"mask_ratio", "masked_per_frame", "visible_tokens"} <= f.keys():
         ratio, hidden = f["mask_ratio"], int(f["masked_per_frame"])
         positions = int(f["grid_h"] * f["grid_w"]) if "grid_h" in f else None
