@@ -1,7 +1,7 @@
 """The report's statement of what its numbers stand on, from the results rows alone: the
-token grid (or a ResNet's OccDrop window), the masking count and the learning-rate recipe of the runs (their ``setup``
-rows, :mod:`bwssl.analysis.run_setup`), and how the analyses were measured (the
-``protocol`` column)."""
+token grid (a ResNet's OccDrop window instead), the masking count and the learning-rate
+recipe of the runs (their ``setup`` rows, :mod:`bwssl.analysis.run_setup`), and how the
+analyses were measured (the ``protocol`` column)."""
 
 from __future__ import annotations
 
