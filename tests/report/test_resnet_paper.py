@@ -4,6 +4,7 @@ the orderings judged from the rows, on hand-made rows and on a real resnet-debug
 from __future__ import annotations
 
 import csv
+import math
 
 from bwssl.analysis.results import ResultRow
 from bwssl.cli import main
@@ -68,7 +69,8 @@ def test_a_vit_report_has_no_resnet_section():
 
 
 def test_resnet_debug_run_analysis_skips_what_a_resnet_cannot_serve_and_reports(tmp_path):
-    """The quick path: train resnet-debug (2 steps), analyze it, report from results.csv."""
+    """The quick path: train resnet-debug (2 steps), analyze it, report from results.csv.
+    OccDrop runs over pixel windows; only the still gratings' tf target is skipped."""
     run = tmp_path / "simultaneous-k4-s0"
     assert main(["train", "resnet-debug", "--out", str(run), "train.max_steps=2"]) == 0
     out = tmp_path / "analysis"
@@ -77,18 +79,22 @@ def test_resnet_debug_run_analysis_skips_what_a_resnet_cannot_serve_and_reports(
     assert main([*args, metrics, "progress=false", "figures=false", "features=[backbone]"]) == 0
     with (out / "skipped.csv").open() as f:
         skipped = {(r["metric"], r["reason"]) for r in csv.DictReader(f)}
-    assert ("occdrop_l1", "OccDrop keeps whole patch tokens; a ResNet has no token grid") in (
-        skipped
-    )
+    assert not any(m.startswith("occdrop") for m, _ in skipped)
     assert any(m == "probe_l1" and "tf needs 2+ frames" in why for m, why in skipped)
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert not any(r["metric"].startswith("occdrop") for r in rows)
+    drops = [r for r in rows if r["metric"] == "occdrop_l1"]
+    assert {int(r["block"]) for r in drops} == {1, 2, 3, 4}
+    assert all(math.isfinite(float(r["value"])) for r in drops)
+    assert {r["protocol"] for r in drops} == {"per_clip,grey"}
     assert {r["target"] for r in rows if r["metric"] == "probe_l1"} >= {"sf", "orientation"}
-    assert not any(r["target"] == "tf" for r in rows if r["metric"] == "probe_l1")
-    assert not any(r["target"].startswith("grid_") for r in rows if r["metric"] == "setup")
+    assert not any(r["target"] == "tf" for r in rows if r["metric"] in ("probe_l1", "occdrop_l1"))
+    setup = {r["target"]: float(r["value"]) for r in rows if r["metric"] == "setup"}
+    assert not any(t.startswith("grid_") for t in setup)
+    assert setup["occlusion_window"] == 8  # a quarter of the 32-pixel crop
     page = tmp_path / "report.html"
     assert main(["report", str(out / "results.csv"), "--out", str(page)]) == 0
     text = page.read_text()
     assert "ImageNet table beside ours" in text
     assert "simultaneous without noise" in text
+    assert "OccDrop keeps one 8x8-pixel window of a 4x4 grid" in text

@@ -17,9 +17,12 @@
   per-fold drops (the folds of the full and occluded probes are the same
   clips); ``protocol`` names the locations and the fill.
 
-On one-frame clips (images) the gratings are still: the ``tf`` target is skipped and
-``orientation`` is read modulo 180 degrees. A backbone without a patch-token grid (a
-ResNet) skips OccDrop. Both are recorded in ``skipped.csv``.
+The kept cell is a token patch on the video ViT; on a backbone without a patch-token
+grid (a ResNet) it is a square pixel window of ``occlusion_window`` pixels (default: a
+quarter of the crop, a 4x4 grid), with the same fills, protocols and rows
+(:mod:`bwssl.analysis.occlusion`). On one-frame clips (images) the gratings are still: the
+``tf`` target is skipped and ``orientation`` is read modulo 180 degrees, recorded in
+``skipped.csv``.
 """
 
 from __future__ import annotations
@@ -36,15 +39,17 @@ import torch
 from bwssl.analysis import features as feat
 from bwssl.analysis.occlusion import (
     OccludedClips,
+    cell_grid,
     hemifield_pairs,
     keep_one_patch,
     keep_patch_per_hemifield,
     occdrop,
     patch_locations,
     per_clip_cells,
+    window_side,
 )
 from bwssl.analysis.probes import cv_probe_fold_accuracies, fold_stderr
-from bwssl.analysis.requirements import cv_needs, frames_needed, token_grid_needs
+from bwssl.analysis.requirements import cv_needs, frames_needed, occlusion_needs
 
 if TYPE_CHECKING:
     from bwssl.analysis.context import RunContext
@@ -71,7 +76,7 @@ def run_level(ctx: RunContext, level: int) -> None:
     """``probe_l{level}`` and ``occdrop_l{level}`` (those wanted) on every block."""
     from bwssl.data.gratings import GratingDataset, GratingGrid
 
-    o, d, m = ctx.opt, ctx.data, ctx.src.config.model
+    o, d = ctx.opt, ctx.data
     grid = GratingGrid.default(level, d.crop_size)
     if d.channels == 1:
         grid = dataclasses.replace(grid, colour=("gray",))
@@ -143,19 +148,18 @@ def run_level(ctx: RunContext, level: int) -> None:
                 protocol=probe_protocol,
             )
     if f"occdrop_l{level}" not in ctx.want or not ctx.requires(
-        f"occdrop_l{level}", token_grid_needs(ctx.model.backbone)
+        f"occdrop_l{level}", occlusion_needs(ctx.model.backbone, d.crop_size, o.occlusion_window)
     ):
         return
-    gh, gw = ctx.model.backbone.grid[1:]
+    tub, patch, (_, gw) = occlusion_cells(ctx)
     if level == 2 and gw % 2:
         logger.warning(
-            "%s: %d patch columns cannot be split into hemifields; no occdrop_l2",
+            "%s: %d occlusion columns cannot be split into hemifields; no occdrop_l2",
             ctx.src.name,
             gw,
         )
         return
-    tub, patch = m.tubelet_size, m.patch_size
-    for r, (where, occluded, transform) in enumerate(_occlusions(ctx, ds, level, (gh, gw))):
+    for r, (where, occluded, transform) in enumerate(_occlusions(ctx, ds, level)):
         f = ctx.features(
             occluded,
             {**ident, **where, "tubelet": tub, "patch": patch},
@@ -188,11 +192,25 @@ Occlusion = tuple[dict[str, Any], Any, Callable[[torch.Tensor], torch.Tensor] | 
 """(what identifies it in the feature cache, the dataset to extract, a batch transform)."""
 
 
-def _occlusions(ctx: RunContext, ds: Any, level: int, grid: tuple[int, int]) -> list[Occlusion]:
+def occlusion_cells(ctx: RunContext) -> tuple[int, int, tuple[int, int]]:
+    """(tubelet, side, (rows, cols)): the cells OccDrop keeps on ``ctx``'s model, ``side`` x
+    ``side`` pixels over all frames (divisible into ``tubelet``-frame groups) in a (rows,
+    cols) grid. A patch-token backbone's cells are its token patches; a backbone without a
+    token grid gets pixel windows of ``occlusion_window`` (default: a quarter of the crop)."""
+    m, size = ctx.src.config.model, ctx.data.crop_size
+    token_grid = getattr(ctx.model.backbone, "grid", None)
+    if token_grid is not None:
+        return m.tubelet_size, m.patch_size, (token_grid[1], token_grid[2])
+    side = window_side(size, ctx.opt.occlusion_window)
+    return 1, side, cell_grid(size, size, side)
+
+
+def _occlusions(ctx: RunContext, ds: Any, level: int) -> list[Occlusion]:
     """The occluded versions of ``ds`` that ``ctx.opt`` asks for: one with a random location
     per clip, or one per fixed location."""
-    o, m = ctx.opt, ctx.src.config.model
-    tub, patch, fill = m.tubelet_size, m.patch_size, o.occlusion_fill
+    o = ctx.opt
+    tub, patch, grid = occlusion_cells(ctx)
+    fill = o.occlusion_fill
     if o.occlusion == "per_clip":
         cells = per_clip_cells(len(ds), grid, hemifields=level == 2, seed=o.seed)
         where = {"occlusion": "per_clip", "fill": fill, "cells_seed": o.seed}

@@ -1,4 +1,4 @@
-"""Occlusion sensitivity: keep one patch (or one per hemifield), fill the rest.
+"""Occlusion sensitivity: keep one cell (or one per hemifield), fill the rest.
 
 Clips are normalized (ImageNet statistics, :mod:`bwssl.data.transforms`) with
 shape (C, T, H, W) or (B, C, T, H, W). Two fills (:data:`Fill`):
@@ -9,11 +9,19 @@ shape (C, T, H, W) or (B, C, T, H, W). Two fills (:data:`Fill`):
   clip is ``-mean / std`` per channel.
 
 Pass ``normalized=False`` for clips in [0, 1] pixels. Occlusion happens
-before tokenization and covers every frame; the kept patch is one spatial
-cell of the token grid (``patch`` x ``patch`` pixels), over all frames.
+before the model sees the clip and covers every frame. The kept *cell* is a
+square of ``patch`` x ``patch`` pixels, over all frames, in the grid of such
+squares that tiles the frame:
 
-Patch indices are row-major over the spatial token grid (w fastest), the same
-order as the tokens of one frame slice. Where the patch is kept: a few fixed
+- on a patch-token backbone (the video ViT) a cell is one spatial token patch
+  (``patch`` = the model's patch size, ``tubelet`` its tubelet size), so the
+  kept pixels are whole tokens;
+- on a backbone without a token grid (a ResNet) a cell is a pixel window of
+  side :func:`window_side` (``tubelet`` = 1: any frame count), by default a
+  quarter of the crop, a 4x4 grid.
+
+Cell indices are row-major over the spatial grid (w fastest), the same
+order as the tokens of one frame slice. Where the cell is kept: a few fixed
 locations shared by all clips (:func:`patch_locations`,
 :func:`hemifield_pairs`; one probe per location), or one random location per
 clip (:func:`per_clip_cells`, the paper's protocol: one probe over mixed
@@ -54,16 +62,35 @@ def occdrop(acc_full: float, acc_occluded: float) -> float:
     return (full - occl) / full
 
 
+WINDOWS_PER_SIDE = 4
+"""Pixel windows along each side of the frame by default (:func:`window_side`)."""
+
+
+def window_side(crop_size: int, window: int | None = None) -> int:
+    """The side in pixels of the kept window on a backbone without a token grid: ``window``
+    when given, else ``crop_size // WINDOWS_PER_SIDE`` (a 4x4 grid of windows; at least 1).
+    Whether it tiles the crop is :func:`~bwssl.analysis.requirements.occlusion_needs`'s
+    question."""
+    return window if window is not None else max(1, crop_size // WINDOWS_PER_SIDE)
+
+
+def cell_grid(height: int, width: int, patch: int) -> tuple[int, int]:
+    """The (rows, cols) grid of ``patch`` x ``patch`` cells tiling a ``height`` x ``width``
+    frame; ValueError when the cells do not tile it exactly."""
+    if patch < 1 or height % patch or width % patch:
+        raise ValueError(
+            f"a {height}x{width} frame is not divisible into {patch}x{patch}-pixel cells"
+        )
+    return height // patch, width // patch
+
+
 def _grid(video: torch.Tensor, tubelet: int, patch: int) -> tuple[int, int]:
     if video.dim() not in (4, 5):
         raise ValueError(f"video must be (C, T, H, W) or (B, C, T, H, W), got {tuple(video.shape)}")
     t, h, w = video.shape[-3:]
-    if t % tubelet or h % patch or w % patch:
-        raise ValueError(
-            f"clip (T, H, W)=({t}, {h}, {w}) is not divisible into tubelets "
-            f"({tubelet}, {patch}, {patch})"
-        )
-    return h // patch, w // patch
+    if t % tubelet:
+        raise ValueError(f"a clip of {t} frames is not divisible into tubelets of {tubelet}")
+    return cell_grid(h, w, patch)
 
 
 def fill_value(video: torch.Tensor, normalized: bool, fill: Fill) -> torch.Tensor:
@@ -104,10 +131,11 @@ def keep_one_patch(
     normalized: bool = True,
     fill: Fill = "grey",
 ) -> torch.Tensor:
-    """A copy of ``video`` filled everywhere except spatial patch ``patch_index`` (all frames).
+    """A copy of ``video`` filled everywhere except spatial cell ``patch_index`` (all frames).
 
-    ``tubelet`` and ``patch`` are the model's token sizes; the clip must
-    divide into them.
+    A cell is ``patch`` x ``patch`` pixels: a ViT's token patch (``tubelet``
+    and ``patch`` its token sizes) or a ResNet's pixel window (``tubelet`` 1,
+    ``patch`` = :func:`window_side`). The clip must divide into them.
     """
     grid = _grid(video, tubelet, patch)
     return _keep_cells(video, [patch_index], grid, patch, normalized, fill)
@@ -122,12 +150,12 @@ def keep_patch_per_hemifield(
     normalized: bool = True,
     fill: Fill = "grey",
 ) -> torch.Tensor:
-    """A copy of ``video`` filled everywhere except one patch in each half (all frames).
+    """A copy of ``video`` filled everywhere except one cell in each half (all frames).
 
-    ``left_index`` must lie in the left half of the spatial grid (column <
-    W'/2), ``right_index`` in the right half; the grid width W' must be even
-    so that the hemifield border (at W/2, where Level-2 gratings are
-    spliced) falls between patches.
+    Cells as in :func:`keep_one_patch`. ``left_index`` must lie in the left
+    half of the spatial grid (column < W'/2), ``right_index`` in the right
+    half; the grid width W' must be even so that the hemifield border (at
+    W/2, where Level-2 gratings are spliced) falls between cells.
     """
     gh, gw = _grid(video, tubelet, patch)
     if gw % 2:
@@ -189,8 +217,9 @@ def per_clip_cells(
 
 
 class OccludedClips(torch.utils.data.Dataset):
-    """``dataset`` with item i occluded around its own cells ``cells[i]`` (one patch, or one
-    per hemifield): what the per-clip protocol feeds the model. ``dataset[i]`` is a clip
+    """``dataset`` with item i occluded around its own cells ``cells[i]`` (one cell, or one
+    per hemifield; ``patch`` x ``patch`` pixels over ``tubelet`` frames, as in
+    :func:`keep_one_patch`): what the per-clip protocol feeds the model. ``dataset[i]`` is a clip
     (C, T, H, W), a ``(clip, label)`` pair, or None (unreadable), passed on as such."""
 
     def __init__(

@@ -44,11 +44,12 @@ FEATURE_KINDS: tuple[str, ...] = ("backbone", "head")
 token mean of the ViT, the global average of a ResNet); ``head``, the vector its head pools
 before the projector (a CbE head's expansion), where the run's heads have one of their own."""
 
-RESULTS_VERSION = 3
+RESULTS_VERSION = 4
 """Bumped when a metric's definition changes: cached per-run results are recomputed (2: masks
 of ``mse`` drawn from the step key; ``local_loss``; the ``objective`` column; 3: VideoMAE's
 mask count, per-clip OccDrop with a grey fill, the ``stderr`` and ``protocol`` columns and
-the ``setup`` rows)."""
+the ``setup`` rows; 4: OccDrop on ResNets over pixel windows, which version 3 skipped, and
+their ``occlusion_window`` setup row; a ViT's numbers are unchanged)."""
 
 
 @dataclass
@@ -146,6 +147,11 @@ class AnalysisOptions:
     occlusion_locations: int | None = 4
     """``occlusion=fixed``: patch locations (Level 1) and hemifield patch pairs (Level 2) per
     OccDrop, drawn with ``seed``; null: every patch (and every mirror-symmetric pair)."""
+    occlusion_window: int | None = None
+    """OccDrop on a backbone without a patch-token grid (a ResNet): the side in pixels of the
+    kept square window, which must divide the crop size (the windows tile the frame as the
+    ViT's patches do); null: a quarter of the crop (8 pixels on 32-pixel images), a 4x4 grid.
+    A ViT keeps one token patch and ignores it."""
     cps_clips: int = 32
     """Test clips whose full tokens are kept for CPS."""
     mse_clips: int | None = 128
@@ -222,6 +228,10 @@ class AnalysisOptions:
                 )
         if self.grating_folds < 2:
             raise ConfigError(f"config key 'grating_folds': must be >= 2, got {self.grating_folds}")
+        if self.occlusion_window is not None and self.occlusion_window < 1:
+            raise ConfigError(
+                f"config key 'occlusion_window': must be >= 1 or null, got {self.occlusion_window}"
+            )
         if self.occlusion_locations is not None and self.occlusion_locations < 1:
             raise ConfigError(
                 f"config key 'occlusion_locations': must be >= 1 or null, got "

@@ -24,8 +24,10 @@ grating probes     per target, 2+ classes with at least 2 gratings each
                    smaller; the ``tf`` target 2+ frames per clip (a one-frame
                    clip is a still grating: its orientation is then read
                    modulo 180 degrees, as the drift direction is not seen)
-``occdrop_l1``,    a backbone with a patch-token grid (the video ViT): the
-``occdrop_l2``     occluded clips keep whole tokens
+``occdrop_l1``,    a patch-token backbone (the video ViT: the occluded clips
+``occdrop_l2``     keep whole tokens), or a kept pixel window that tiles the
+                   crop (a ResNet: ``occlusion_window``, by default a quarter
+                   of the crop)
 =================  ==========================================================
 """
 
@@ -104,10 +106,28 @@ def frames_needed(target: str, num_frames: int) -> str:
 
 
 def token_grid_needs(backbone: object) -> str:
-    """Why OccDrop cannot occlude the input of ``backbone`` ("" when it can): it keeps whole
-    patch tokens, so it needs the (T', H', W') token grid of a patch-token backbone."""
+    """Why ``backbone`` has no (T', H', W') patch-token grid to state ("" when it has one, as
+    the video ViT does; a ResNet has none)."""
     if getattr(backbone, "grid", None) is None:
-        return f"OccDrop keeps whole patch tokens; a {type(backbone).__name__} has no token grid"
+        return f"a {type(backbone).__name__} has no patch-token grid"
+    return ""
+
+
+def occlusion_needs(backbone: object, crop_size: int, window: int | None = None) -> str:
+    """Why OccDrop cannot occlude the input of ``backbone`` ("" when it can). A patch-token
+    backbone keeps whole token patches, which tile its clips by construction; one without a
+    token grid (a ResNet) keeps a square pixel window of side ``window`` (None: a quarter of
+    the crop, :func:`~bwssl.analysis.occlusion.window_side`), which must tile the crop."""
+    from bwssl.analysis.occlusion import window_side
+
+    if getattr(backbone, "grid", None) is not None:
+        return ""
+    side = window_side(crop_size, window)
+    if crop_size % side:
+        return (
+            f"OccDrop's {side}-pixel window does not tile the {crop_size}-pixel crop; "
+            f"set occlusion_window to a divisor of {crop_size}"
+        )
     return ""
 
 

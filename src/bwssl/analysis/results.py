@@ -23,9 +23,9 @@ Columns (:data:`COLUMNS`):
   for a grating probe); empty otherwise.
 
 Rows of metric ``setup`` (block 0) record what the numbers stand on, one fact
-per target: the token grid (``grid_t``, ``grid_h``, ``grid_w``), the clip
-format, the masking count and the learning-rate recipe
-(:mod:`bwssl.analysis.run_setup`).
+per target: the token grid (``grid_t``, ``grid_h``, ``grid_w``; a ResNet's OccDrop
+window ``occlusion_window`` instead), the clip format, the masking count and the
+learning-rate recipe (:mod:`bwssl.analysis.run_setup`).
 
 Files are written atomically (a temporary file in the same folder, then
 ``os.replace``), so an interrupted write never leaves half a table.

@@ -6,6 +6,9 @@ recipe from the results rows alone:
 
 - ``grid_t``, ``grid_h``, ``grid_w``, ``tokens``: the token grid (T', H', W'), for a
   patch-token backbone only (a ResNet has none).
+- ``occlusion_window``: the side in pixels of the window OccDrop keeps, for a backbone
+  without a token grid only, when OccDrop is wanted and the window tiles the crop (on a
+  ViT it is one token patch).
 - ``num_frames``, ``crop_size``, ``channels``: the clip format.
 - ``mask_ratio``, ``visible_tokens`` (per clip), ``masked_per_frame`` (hidden
   spatial positions of a tube mask, or hidden tokens of a random one): masked
@@ -29,7 +32,8 @@ METRICS_HANDLED: tuple[str, ...] = (METRIC,)
 
 def facts(ctx: RunContext) -> dict[str, float]:
     """The run's setup facts by name (see the module docstring)."""
-    from bwssl.analysis.requirements import token_grid_needs
+    from bwssl.analysis.occlusion import window_side
+    from bwssl.analysis.requirements import occlusion_needs, token_grid_needs
     from bwssl.data.masking import num_masked, num_visible
 
     cfg = ctx.src.config
@@ -38,6 +42,10 @@ def facts(ctx: RunContext) -> dict[str, float]:
     out: dict[str, float] = {}
     if not token_grid_needs(ctx.model.backbone):
         out.update(grid_t=t, grid_h=h, grid_w=w, tokens=t * h * w)
+    elif ctx.want & {"occdrop_l1", "occdrop_l2"} and not occlusion_needs(
+        ctx.model.backbone, ctx.data.crop_size, ctx.opt.occlusion_window
+    ):
+        out["occlusion_window"] = window_side(ctx.data.crop_size, ctx.opt.occlusion_window)
     out |= {
         "num_frames": d.num_frames,
         "crop_size": d.crop_size,

@@ -1,7 +1,7 @@
 """The report's statement of what its numbers stand on, from the results rows alone: the
-token grid, the masking count and the learning-rate recipe of the runs (their ``setup``
-rows, :mod:`bwssl.analysis.run_setup`), and how the analyses were measured (the
-``protocol`` column)."""
+token grid (a ResNet's OccDrop window instead), the masking count and the learning-rate
+recipe of the runs (their ``setup`` rows, :mod:`bwssl.analysis.run_setup`), and how the
+analyses were measured (the ``protocol`` column)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def setup_sentence(facts: dict[str, float]) -> str:
         if {"num_frames", "crop_size"} <= f.keys():
             clip = f" on {int(f['num_frames'])}x{int(f['crop_size'])}x{int(f['crop_size'])} clips"
         parts.append(f"token grid {t}x{h}x{w} (T'xH'xW', {t * h * w} tokens){clip}")
+    if "occlusion_window" in f:
+        side = int(f["occlusion_window"])
+        n = int(f.get("crop_size", 0)) // side  # windows per side of the crop
+        grid = f" of a {n}x{n} grid" if n else ""
+        parts.append(f"OccDrop keeps one {side}x{side}-pixel window{grid}")
     if {"mask_ratio", "masked_per_frame", "visible_tokens"} <= f.keys():
         ratio, hidden = f["mask_ratio"], int(f["masked_per_frame"])
         positions = int(f["grid_h"] * f["grid_w"]) if "grid_h" in f else None
