@@ -472,8 +472,9 @@ class TrainConfig:
     """Gradient accumulation: micro-batches per optimizer step."""
     optimizer: str = "adamw"
     """A name of :data:`bwssl.train.optim.OPTIMIZERS`: ``adamw`` (``betas``) or ``lars``
-    (SGD with momentum and a layer-wise trust ratio: ``momentum``, ``lars_eta``; 1-D
-    parameters get no weight decay and no trust ratio; ``betas`` is ignored)."""
+    (SGD with momentum and a layer-wise trust ratio: ``momentum``, ``lars_eta``,
+    ``lars_clip``; 1-D parameters get no weight decay and no trust ratio; ``betas`` is
+    ignored)."""
     lr: float = 1e-4
     """Peak learning rate of the weights: the peak of the schedule, or with ``lr_scale_batch``
     the base rate that the batch size scales (see :attr:`peak_lr`)."""
@@ -500,6 +501,12 @@ class TrainConfig:
     """LARS: momentum of the update."""
     lars_eta: float = 0.001
     """LARS: trust coefficient eta (the update of a weight is about eta x its norm x lr)."""
+    lars_clip: bool = False
+    """LARS: solo-learn's clipped rule (its ``clip_lr``) instead of the official Barlow
+    Twins one: a weight's local rate eta ||w|| / (||g|| + weight_decay ||w|| + 1e-8) is
+    capped at the schedule's lr, so its step is min(that rate, lr) times its decayed
+    gradient: at most about eta x its norm, and plain SGD's where the cap binds. Ignored by
+    adamw."""
     clip_grad: float | None = None
     """Max gradient norm, applied per block (never across blocks)."""
     checkpoint_every: int = 100

@@ -1,5 +1,6 @@
-"""The optimizers of a unit: LARS against the official Barlow Twins rule, the recipe's
-learning rates, a LARS run that trains and resumes bitwise, and bad optimizer keys."""
+"""The optimizers of a unit: LARS against the official Barlow Twins rule and, clipped,
+against solo-learn's; the recipe's learning rates, a LARS run that trains and resumes
+bitwise, and bad optimizer keys."""
 
 from __future__ import annotations
 
@@ -70,6 +71,126 @@ def test_lars_update_equals_the_official_rule_with_its_exclusions():
     assert max(moved[:2]) < 0.05 < min(moved[2:])
 
 
+def solo_learn_clipped_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    mus: list[torch.Tensor],
+    lr: float,
+    weight_decay: float,
+    eta: float,
+    momentum: float = 0.9,
+) -> list[float | None]:
+    """solo-learn's LARS step with clip_lr and exclude_bias_n_norm on (vturrisi/solo-learn
+    solo/utils/lars.py at 9187ea3), written from a reading of it with plain float and tensor
+    ops. Returns each tensor's factor min(r / lr, 1) (None where it is not scaled)."""
+    factors: list[float | None] = []
+    for p, g, mu in zip(params, grads, mus, strict=True):
+        w_norm, g_norm = float(p.norm()), float(g.norm())
+        factor = None
+        if p.ndim != 1 and w_norm != 0 and g_norm != 0:
+            rate = eta * w_norm / (g_norm + weight_decay * w_norm + 1e-8)
+            factor = min(rate / lr, 1.0) if lr else 1.0  # r / 0 is inf there
+            g = (g + weight_decay * p) * factor  # decay only together with the scaling
+        factors.append(factor)
+        mu.copy_(momentum * mu + g)  # its first buffer is g itself: the same as from 0
+        p.copy_(p - lr * mu)
+    return factors
+
+
+def test_clipped_lars_equals_solo_learn_s_rule_where_the_clip_binds_and_where_not():
+    gen = torch.Generator().manual_seed(2)
+    start = _tensors(gen)
+    # the first weight gets a gradient 1000 x smaller than the second: its rate
+    # eta ||w|| / (||g|| + wd ||w||) exceeds the lr (the clip binds), the other's does not
+    grad_scale = [1e-3, 1.0, 1.0, 1.0]
+    params = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = LARS(params, lr=0.0, eta=0.02, weight_decay=0.05, clip=True)
+    ref = [t.clone() for t in start]
+    mus = [torch.zeros_like(t) for t in start]
+    bound, free, history = set(), set(), []
+    schedule = (0.3, 0.25, 0.1, 0.05, 0.0, 0.03)  # with a step at lr 0
+    for lr in schedule:
+        set_lr(opt, lr)
+        grads = [
+            s * torch.randn(t.shape, generator=gen, dtype=torch.float64)
+            for s, t in zip(grad_scale, start, strict=True)
+        ]
+        history.append(grads)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        factors = solo_learn_clipped_step(ref, grads, mus, lr, weight_decay=0.05, eta=0.02)
+        assert factors[2:] == [None, None]  # 1-D: raw gradient, no decay, no scaling
+        for i, f in enumerate(factors[:2]):
+            (bound if f == 1.0 else free).add((i, lr))
+        for p, r in zip(params, ref, strict=True):
+            torch.testing.assert_close(p.detach(), r, rtol=1e-12, atol=1e-14)
+    for p, mu in zip(params, mus, strict=True):
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"], mu, rtol=1e-12, atol=1e-14)
+    # both cases happened: the first weight clipped at every lr > 0, the second never
+    assert {(0, lr) for lr in schedule if lr} <= bound
+    assert {(1, lr) for lr in schedule if lr} <= free
+    # and the clip changes the steps: the unclipped rule, on the same gradients, ends
+    # elsewhere (by a margin) for both weights
+    other = [torch.nn.Parameter(t.clone()) for t in start]
+    unclipped = LARS(other, lr=0.0, eta=0.02, weight_decay=0.05)
+    for lr, grads in zip(schedule, history, strict=True):
+        set_lr(unclipped, lr)
+        for p, g in zip(other, grads, strict=True):
+            p.grad = g.clone()
+        unclipped.step()
+    for i in (0, 1):
+        moved_clip, moved_off = params[i].detach() - start[i], other[i].detach() - start[i]
+        assert (moved_clip - moved_off).norm() > 0.1 * moved_clip.norm(), i
+
+
+def test_clip_off_leaves_lars_bitwise_as_before():
+    gen = torch.Generator().manual_seed(3)
+    start = _tensors(gen)
+    runs = []
+    for kwargs in ({}, {"clip": False}):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = LARS(params, lr=0.4, eta=0.02, weight_decay=0.05, **kwargs)
+        g = torch.Generator().manual_seed(4)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            opt.step()
+        runs.append([p.detach() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    # a group saved before the clip existed (no "clip" or "eps") steps unclipped
+    params = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = LARS(params, lr=0.4, eta=0.02, weight_decay=0.05)
+    for key in ("clip", "eps"):
+        del opt.param_groups[0][key]
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        opt.step()
+    assert all(torch.equal(a.detach(), b) for a, b in zip(params, runs[0], strict=True))
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_lars_config_passes_lars_clip_to_every_group(clip, make_cfg):
+    cfg = make_cfg("objective.name=barlow_twins", "train.optimizer=lars", f"train.lars_clip={clip}")
+    assert cfg.train.lars_clip is clip
+    model = build_model(cfg)
+    opt = build_optimizer(cfg.train, model, list(model.parameters()))
+    assert [g["clip"] for g in opt.param_groups] == [clip, clip]
+
+
+def test_clipped_lars_steps_raw_gradients_for_zero_weights_or_gradients():
+    zero_w = torch.nn.Parameter(torch.zeros(3, 4))
+    still = torch.nn.Parameter(torch.randn(3, 4))
+    before = still.detach().clone()
+    grad = torch.randn(3, 4)
+    zero_w.grad, still.grad = grad.clone(), torch.zeros(3, 4)
+    LARS([zero_w, still], lr=0.5, weight_decay=0.1, clip=True).step()
+    assert torch.equal(zero_w.detach(), -0.5 * grad)  # unscaled, and no decay
+    assert torch.equal(still.detach(), before)  # no decay either
+
+
 def test_lars_trust_ratio_falls_back_to_one_for_zero_weights_or_gradients():
     zero_w = torch.nn.Parameter(torch.zeros(3, 4))
     still = torch.nn.Parameter(torch.randn(3, 4))
@@ -81,7 +202,8 @@ def test_lars_trust_ratio_falls_back_to_one_for_zero_weights_or_gradients():
     assert torch.equal(still.detach(), before)
 
 
-def test_lars_state_dict_resumes_exactly():
+@pytest.mark.parametrize("clip", [False, True])
+def test_lars_state_dict_resumes_exactly(clip):
     gen = torch.Generator().manual_seed(1)
     a = [torch.nn.Parameter(t) for t in _tensors(gen)]
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
@@ -93,12 +215,12 @@ def test_lars_state_dict_resumes_exactly():
                 p.grad = g.clone()
             opt.step()
 
-    opt_a = LARS(a, lr=0.3, weight_decay=1e-3)
+    opt_a = LARS(a, lr=0.3, weight_decay=1e-3, clip=clip)
     steps(opt_a, a, grads)
-    opt_b = LARS(b, lr=0.3, weight_decay=1e-3)
+    opt_b = LARS(b, lr=0.3, weight_decay=1e-3, clip=clip)
     steps(opt_b, b, grads[:2])
     saved = opt_b.state_dict()
-    opt_b = LARS(b, lr=0.3, weight_decay=1e-3)
+    opt_b = LARS(b, lr=0.3, weight_decay=1e-3, clip=clip)
     opt_b.load_state_dict(saved)
     steps(opt_b, b, grads[2:])
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
@@ -215,6 +337,7 @@ def test_tiny_barlow_twins_lars_run_trains_and_resumes_bitwise(make_cfg, tmp_pat
         ("train.optimizer=sgd", "train.optimizer"),
         ("train.momentum=1.0", "train.momentum"),
         ("train.lars_eta=0", "train.lars_eta"),
+        ("train.lars_clip=sometimes", "train.lars_clip"),
         ("train.lr_biases=-0.1", "train.lr_biases"),
         ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
         ("train.lr_scale_batch=0", "train.lr_scale_batch"),

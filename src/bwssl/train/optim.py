@@ -41,6 +41,24 @@ class LARS(torch.optim.Optimizer):
     decay and from the trust ratio by the per-group flags. A 0-D parameter is treated as a
     weight, as in that code. The momentum buffer is the state ``momentum_buffer`` of each
     parameter, so ``state_dict`` / ``load_state_dict`` resume a run exactly.
+
+    With ``clip`` (a group flag), the rule is instead solo-learn's LARS with ``clip_lr``: its
+    layer-wise rate ``r`` is capped at the group's ``lr``, so that no layer steps faster than
+    the schedule. ``r`` divides by the raw gradient's norm plus the decay's norm (not by the
+    norm of the decayed gradient) and by ``eps`` (1e-8, solo-learn's default), and what the
+    momentum buffer collects is the gradient times the capped fraction ``min(r / lr, 1)``:
+
+        r <- eta * ||p|| / (||g|| + weight_decay * ||p|| + eps)
+        g <- (g + weight_decay * p) * min(r / lr, 1)  (only if ||p|| > 0 and ||g|| > 0, and
+                                                       not for 1-D p if exclude_1d_from_trust;
+                                                       else g stays the raw gradient, without
+                                                       decay)
+        mu <- momentum * mu + g
+        p <- p - lr * mu
+
+    so a layer's step before momentum is ``min(r, lr)`` times its decayed gradient. At
+    ``lr`` 0 the factor is 1 (and the step 0). ``exclude_1d_from_decay`` plays no part
+    there: in that rule a parameter is decayed exactly when it is scaled.
     """
 
     def __init__(
@@ -52,11 +70,14 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         exclude_1d_from_decay: bool = True,
         exclude_1d_from_trust: bool = True,
+        clip: bool = False,
+        eps: float = 1e-8,
     ) -> None:
-        if lr < 0 or not 0 <= momentum < 1 or eta <= 0 or weight_decay < 0:
+        if lr < 0 or not 0 <= momentum < 1 or eta <= 0 or weight_decay < 0 or eps < 0:
             raise ValueError(
-                f"LARS needs lr >= 0, momentum in [0, 1), eta > 0, weight_decay >= 0; got "
-                f"lr={lr}, momentum={momentum}, eta={eta}, weight_decay={weight_decay}"
+                f"LARS needs lr >= 0, momentum in [0, 1), eta > 0, weight_decay >= 0, "
+                f"eps >= 0; got lr={lr}, momentum={momentum}, eta={eta}, "
+                f"weight_decay={weight_decay}, eps={eps}"
             )
         defaults = {
             "lr": lr,
@@ -65,6 +86,8 @@ class LARS(torch.optim.Optimizer):
             "weight_decay": weight_decay,
             "exclude_1d_from_decay": exclude_1d_from_decay,
             "exclude_1d_from_trust": exclude_1d_from_trust,
+            "clip": clip,
+            "eps": eps,
         }
         super().__init__(params, defaults)
 
@@ -82,17 +105,21 @@ class LARS(torch.optim.Optimizer):
                     continue
                 g = p.grad
                 one_d = p.ndim == 1
-                if group["weight_decay"] and not (one_d and group["exclude_1d_from_decay"]):
-                    g = g.add(p, alpha=group["weight_decay"])
-                if not (one_d and group["exclude_1d_from_trust"]):
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(g)
-                    ratio = torch.where(
-                        (w_norm > 0) & (g_norm > 0),
-                        group["eta"] * w_norm / g_norm,
-                        torch.ones_like(w_norm),
-                    )
-                    g = g.mul(ratio)
+                if group.get("clip", False):  # .get: groups saved before it resume unclipped
+                    if not (one_d and group["exclude_1d_from_trust"]):
+                        g = _clipped(p, g, group)
+                else:
+                    if group["weight_decay"] and not (one_d and group["exclude_1d_from_decay"]):
+                        g = g.add(p, alpha=group["weight_decay"])
+                    if not (one_d and group["exclude_1d_from_trust"]):
+                        w_norm = torch.linalg.vector_norm(p)
+                        g_norm = torch.linalg.vector_norm(g)
+                        ratio = torch.where(
+                            (w_norm > 0) & (g_norm > 0),
+                            group["eta"] * w_norm / g_norm,
+                            torch.ones_like(w_norm),
+                        )
+                        g = g.mul(ratio)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
@@ -100,6 +127,20 @@ class LARS(torch.optim.Optimizer):
                 buf.mul_(group["momentum"]).add_(g)
                 p.add_(buf, alpha=-group["lr"])
         return loss
+
+
+def _clipped(p: torch.Tensor, g: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+    """solo-learn's clipped rule's update direction of a scaled ``p``: the decayed gradient
+    times min(r / lr, 1), r = eta ||p|| / (||g|| + weight_decay ||p|| + eps); the raw
+    gradient (no decay) when ||p|| or ||g|| is 0. Computed without a host sync."""
+    wd = group["weight_decay"]
+    w_norm = torch.linalg.vector_norm(p)
+    g_norm = torch.linalg.vector_norm(g)
+    local = group["eta"] * w_norm / (g_norm + wd * w_norm + group.get("eps", 1e-8))
+    # at lr 0, solo-learn's min(r / lr, 1) is min(inf, 1) = 1
+    factor = (local / group["lr"]).clamp(max=1.0) if group["lr"] else torch.ones_like(local)
+    scaled = (g.add(p, alpha=wd) if wd else g).mul(factor)
+    return torch.where((w_norm > 0) & (g_norm > 0), scaled, g)
 
 
 def param_groups(
@@ -164,14 +205,15 @@ def build_adamw(
 
 
 def build_lars(cfg: TrainConfig, model: nn.Module, params: list[nn.Parameter]) -> LARS:
-    """:class:`LARS` (``cfg.momentum``, ``cfg.lars_eta``, ``cfg.weight_decay``) over
-    :func:`lars_groups`."""
+    """:class:`LARS` (``cfg.momentum``, ``cfg.lars_eta``, ``cfg.weight_decay``, clipped if
+    ``cfg.lars_clip``) over :func:`lars_groups`."""
     return LARS(
         lars_groups(model, params, lr_factor_1d(cfg)),
         lr=cfg.lr,
         momentum=cfg.momentum,
         eta=cfg.lars_eta,
         weight_decay=cfg.weight_decay,
+        clip=cfg.lars_clip,
     )
 
 
