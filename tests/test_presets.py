@@ -46,6 +46,7 @@ def test_resnet18_cifar_barlow_is_solo_learn_s_recipe():
     assert (o.projector, o.barlow_lambda, o.barlow_scale) == ([2048] * 3, 0.0051, 0.1)
     assert t.optimizer == "lars" and t.peak_lr == pytest.approx(0.3)
     assert (t.lr_biases, t.lars_eta, t.momentum, t.weight_decay) == (None, 0.02, 0.9, 1e-4)
+    assert t.lars_clip is True  # [P] clip_lr: True
     assert (t.batch_size, t.epochs, t.warmup_epochs, t.min_lr_ratio) == (256, 1000, 10, 0.0)
     assert (v.scale, v.flip_prob, v.jitter, v.jitter_prob) == (
         [0.08, 1.0],
