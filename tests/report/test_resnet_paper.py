@@ -92,9 +92,51 @@ def test_resnet_debug_run_analysis_skips_what_a_resnet_cannot_serve_and_reports(
     setup = {r["target"]: float(r["value"]) for r in rows if r["metric"] == "setup"}
     assert not any(t.startswith("grid_") for t in setup)
     assert setup["occlusion_window"] == 8  # a quarter of the 32-pixel crop
+    assert setup["test_clips"] == 8  # resnet-debug's synthetic_test
+    assert setup["train_steps"] == 2  # 16 images / batch 8, one epoch, one stage
     page = tmp_path / "report.html"
     assert main(["report", str(out / "results.csv"), "--out", str(page)]) == 0
     text = page.read_text()
     assert "ImageNet table beside ours" in text
     assert "simultaneous without noise" in text
     assert "OccDrop keeps one 8x8-pixel window of a 4x4 grid" in text
+
+
+def _setup(run_rows: list[ResultRow], fact: str, value: float) -> list[ResultRow]:
+    runs = {(r.run, r.regime, r.model, r.num_blocks) for r in run_rows}
+    return [
+        ResultRow(run, regime, model, k, 0, 0, "setup", fact, 0, value, "barlow_twins")
+        for run, regime, model, k in sorted(runs)
+    ]
+
+
+def test_orderings_within_the_probes_sampling_error_are_not_called_clear():
+    rows = _rows(
+        {
+            ("untrained", False): 0.13,
+            ("e2e", False): 0.311,
+            ("simultaneous", True): 0.309,  # 0.002 below e2e: within the error at n=512
+            ("simultaneous", False): 0.20,
+            ("sequential", False): 0.555,  # far above: clear
+        }
+    )
+    rows += _setup(rows, "test_clips", 512) + _setup(rows, "train_steps", 640)
+    judged = {o.claim: o for o in orderings(rows)}
+    e2e = judged["E2E > simultaneous"]
+    assert e2e.holds is True and e2e.clear is False
+    band = 2 * math.hypot(math.sqrt(0.311 * 0.689 / 512), math.sqrt(0.309 * 0.691 / 512))
+    assert f"+-{band:.3f}" in e2e.sentence and "cannot tell the two apart" in e2e.sentence
+    assert judged["simultaneous > sequential"].clear is True
+    assert judged["simultaneous > sequential"].holds is False
+    page = render(rows, [], None, [], "tiny")
+    assert "untrained encoder (our floor)" in page
+    assert f"0.130 +- {math.sqrt(0.13 * 0.87 / 512):.3f}" in page
+    assert "<td>640</td>" in page
+
+
+def test_without_test_counts_orderings_are_judged_but_not_called_clear():
+    rows = _rows({("e2e", False): 0.6, ("simultaneous", False): 0.5})
+    judged = {o.claim: o for o in orderings(rows)}
+    assert judged["E2E > simultaneous"].holds is True
+    assert judged["E2E > simultaneous"].clear is None
+    assert "standard errors" not in judged["E2E > simultaneous"].sentence

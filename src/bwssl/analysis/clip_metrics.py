@@ -114,6 +114,8 @@ def run(ctx: RunContext) -> None:
     )
     y_test = test.labels[ft.index]
     n_test = len(ft.index)
+    if "setup" in want:
+        ctx.add("setup", 0, float(n_test), "test_clips")
     if want.intersection(("probe_acc", "knn_acc")):
         train = build_dataset(ctx.data, "train", seed=o.seed)
         fr = ctx.features(train, _clips_id(ctx.data, "train", o.seed), "train clips", heads=heads)

@@ -16,6 +16,13 @@ recipe from the results rows alone:
 - ``lr``, ``lr_scale_batch`` (0: none, ``lr`` is the peak), ``peak_lr``,
   ``min_lr``, ``warmup_epochs``, ``batch_size``, ``epochs`` (per stage): runs
   trained here only (not imported Hugging Face checkpoints).
+- ``train_steps``: optimizer steps of the whole run, every stage counted (a sequential run
+  of K stages takes K times an E2E run's), for runs trained here on a set of known size
+  (the embedded sets, CIFAR).
+- ``test_clips``: how many test clips the clip metrics (probe, kNN, mAP) were measured on
+  (readable ones only); written by :mod:`bwssl.analysis.clip_metrics`, which knows the
+  count, whenever it runs and ``setup`` is wanted. The report reads a probe accuracy's
+  sampling error from it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ def facts(ctx: RunContext) -> dict[str, float]:
     from bwssl.analysis.occlusion import window_side
     from bwssl.analysis.requirements import occlusion_needs, token_grid_needs
     from bwssl.data.masking import num_masked, num_visible
+    from bwssl.run_sizes import estimated_steps, exact_size, train_clips
 
     cfg = ctx.src.config
     t, h, w = cfg.token_grid
@@ -68,6 +76,9 @@ def facts(ctx: RunContext) -> dict[str, float]:
         batch_size=tr.batch_size,
         epochs=tr.epochs,
     )
+    n = train_clips(cfg)
+    if n is not None and exact_size(cfg, ucf101=False):
+        out["train_steps"] = estimated_steps(cfg, n)
     return out
 
 

@@ -101,7 +101,7 @@ def render(
     if has_layerwise(measured):
         parts.append(layerwise_section(measured))
     if has_resnet_rows(measured):
-        parts.append(resnet_paper_section(measured))
+        parts.append(resnet_paper_section(rows))
     parts.append(skipped_section(skipped or []))
     parts.append("<h2>Figures</h2>")
     for fig in (f for f in figures if f.suffix == ".png"):
