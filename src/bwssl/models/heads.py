@@ -54,21 +54,60 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if x.dtype in (torch.float16, torch.bfloat16):  # statistics in fp32, as batch_norm
             x = x.float()
+        mean, var, count = self.global_stats(x)
+        factor = count_batch(self)
+        if factor is not None:
+            assert self.running_mean is not None and self.running_var is not None
+            move_running_stats(self.running_mean, self.running_var, mean, var, count, factor)
+        return self.normalize(x, mean, var)
+
+    def global_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Per-channel mean and biased variance of the global batch (autograd flows through
+        them to ``x``, whatever process holds the rows) and the global number of values per
+        channel; under DDP, one gather of each process's (2C,) mean and mean square."""
         local = torch.cat([x.mean((0, 2, 3)), x.square().mean((0, 2, 3))])  # (2C,)
         mean, sq = gather_batch(local[None]).mean(0).chunk(2)  # equal counts per process
         var = (sq - mean.square()).clamp_min(0)
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                n = x.numel() // x.shape[1] * world_size()
-                m = self.momentum if self.momentum is not None else 0.1
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), m)
-                self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+        return mean, var, x.numel() // x.shape[1] * world_size()
+
+    def normalize(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """``x`` normalized with the per-channel ``mean`` and ``var``, then the affine map."""
         shape = (1, -1, 1, 1)
         out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
+
+
+def count_batch(bn: nn.modules.batchnorm._BatchNorm) -> float | None:
+    """What a training forward of ``bn`` does first: count the batch in
+    ``num_batches_tracked`` and return the factor by which the running statistics move
+    towards the batch's (``momentum``; with ``momentum=None`` one over the count, the
+    cumulative average), as ``nn.BatchNorm2d`` does; None, counting nothing, for a norm
+    without running statistics."""
+    if not bn.track_running_stats or bn.running_mean is None or bn.num_batches_tracked is None:
+        return None
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+    if bn.momentum is None:
+        return 1.0 / float(bn.num_batches_tracked)
+    return bn.momentum
+
+
+def move_running_stats(
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    count: int,
+    factor: float,
+) -> None:
+    """Move running statistics in place by ``factor`` towards a batch's per-channel ``mean``
+    and biased ``var`` over ``count`` values per channel (the variance's unbiased estimate,
+    as batch norm keeps it). No autograd."""
+    with torch.no_grad():
+        running_mean.lerp_(mean.detach(), factor)
+        running_var.lerp_(var.detach() * count / max(count - 1, 1), factor)
 
 
 class Projector(nn.Module):
