@@ -349,6 +349,11 @@ class ObjectiveConfig:
     cbe_pool: Literal["avg", "l2", "sqrt"] = "avg"
     """``cbe``: pooling after the expansion: ``avg`` (global average), ``l2`` (root of the
     mean square over positions) or ``sqrt`` (mean of the square roots)."""
+    cbe_checkpoint: bool = False
+    """``cbe``: in training, recompute each head's expansion (conv, batch norm, ReLU,
+    pooling) in backward instead of keeping its pool_width-channel maps; the batch norm's
+    running statistics still move once per forward. Less activation memory (block 1's
+    expanded map is the largest of a ResNet) for one more conv forward per head."""
     num_classes: int | None = None
     """Supervised: number of classes of the labels; null: what the data config says
     (``synthetic``: ``data.synthetic_classes``; ``ucf101``: 101). Checked against the

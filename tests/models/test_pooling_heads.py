@@ -3,6 +3,10 @@ checks, and the heads on the video ViT's token grid."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +138,128 @@ def test_cbe_takes_the_norm_it_is_given():
     assert isinstance(cbe.norm, nn.GroupNorm) and cbe(torch.randn(1, 4, 3, 3)).shape == (1, 8)
 
 
+def _two_training_steps(
+    cbe: ConvExpansion, seed: int = 4, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Outputs, input gradient, parameter gradients and buffers after each of two training
+    steps (an SGD step between them) of ``cbe`` (run through ``forward``, default itself)
+    on fixed batches."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(cbe.parameters(), lr=0.5)
+    seen = []
+    for _ in range(2):
+        x = torch.randn(6, 4, 5, 5, generator=g).requires_grad_(True)
+        w = torch.randn(6, cbe.conv.out_channels, generator=g)  # a loss that is not the sum
+        opt.zero_grad()
+        out = (forward if forward is not None else cbe.train())(x)
+        (out * w).sum().backward()
+        seen.append(
+            {
+                "out": out.detach(),
+                "x_grad": x.grad,
+                **{f"grad:{n}": p.grad.clone() for n, p in cbe.named_parameters()},
+                **{f"buffer:{n}": b.clone() for n, b in cbe.named_buffers()},
+            }
+        )
+        opt.step()
+    return seen
+
+
+@pytest.mark.parametrize("cbe_pool", ["avg", "l2", "sqrt"])
+@pytest.mark.parametrize(
+    "norm",
+    [GlobalBatchNorm2d, nn.BatchNorm2d, partial(nn.BatchNorm2d, momentum=None)],
+    ids=["global", "batchnorm", "cumulative"],
+)
+def test_a_checkpointed_cbe_trains_exactly_as_the_plain_one(cbe_pool, norm):
+    """objective.cbe_checkpoint recomputes the expansion in backward: the same outputs,
+    gradients and running statistics as without, and ``num_batches_tracked`` counts each
+    forward once (the recomputation does not move the statistics again); in evaluation it
+    is the plain module."""
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 16, 3, cbe_pool, norm)
+    ckpt = copy.deepcopy(plain)
+    ckpt.checkpoint = True
+    a, b = _two_training_steps(plain), _two_training_steps(ckpt)
+    for step_a, step_b in zip(a, b, strict=True):
+        assert step_a.keys() == step_b.keys()
+        for key in step_a:
+            torch.testing.assert_close(step_b[key], step_a[key], rtol=1e-6, atol=1e-7, msg=key)
+    assert int(ckpt.norm.num_batches_tracked) == 2
+    assert not torch.equal(a[1]["buffer:norm.running_var"], a[0]["buffer:norm.running_var"])
+    x = torch.randn(3, 4, 5, 5)
+    assert torch.equal(plain.eval()(x), ckpt.eval()(x))
+
+
+def test_a_checkpointed_cbe_trains_under_torch_compile():
+    """Compiled (train.compile), the checkpointed function becomes a traced region whose
+    inputs the recomputation checks for in-place changes: the running statistics it reads
+    must not be the buffers updated after it (they were, and backward failed)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 8, 1, "avg", nn.BatchNorm2d)
+    ckpt = copy.deepcopy(plain)
+    ckpt.checkpoint = True
+    got = _two_training_steps(ckpt, forward=torch.compile(ckpt.train(), backend="eager"))
+    for step_a, step_b in zip(_two_training_steps(plain), got, strict=True):
+        for key in step_a:
+            torch.testing.assert_close(step_b[key], step_a[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_a_checkpointed_cbe_keeps_no_expanded_map_for_backward():
+    """What autograd keeps from the forward: the plain CbE keeps its (B, width, H, W) conv
+    and ReLU outputs; the checkpointed one no map but its input."""
+
+    def saved(cbe: nn.Module) -> list[tuple[int, ...]]:
+        shapes: list[tuple[int, ...]] = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            shapes.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            cbe.train()(torch.randn(2, 4, 5, 6, requires_grad=True))
+        return shapes
+
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 16, 1, "l2")
+    ckpt = ConvExpansion(4, 16, 1, "l2", checkpoint=True)
+    assert (2, 16, 5, 6) in saved(plain)
+    kept = saved(ckpt)  # the input and copies of the (16,) running statistics
+    assert [s for s in kept if len(s) > 1] == [(2, 4, 5, 6)] and (16,) in kept
+    with torch.no_grad():  # no autograd: the plain forward, which moves the statistics
+        ckpt(torch.randn(2, 4, 5, 6))
+    assert int(ckpt.norm.num_batches_tracked) == 2
+
+
+def test_a_checkpointed_cbe_takes_a_stateless_norm_and_refuses_one_with_buffers():
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 8, 1, "avg", norm=lambda c: nn.GroupNorm(2, c))
+    ckpt = copy.deepcopy(plain)
+    ckpt.checkpoint = True
+    for step_a, step_b in zip(_two_training_steps(plain), _two_training_steps(ckpt), strict=True):
+        for key in step_a:
+            torch.testing.assert_close(step_b[key], step_a[key], rtol=1e-6, atol=1e-7, msg=key)
+    with pytest.raises(ValueError, match=r"objective\.cbe_checkpoint.*InstanceNorm2d"):
+        ConvExpansion(
+            4,
+            8,
+            1,
+            "avg",
+            norm=partial(nn.InstanceNorm2d, track_running_stats=True),
+            checkpoint=True,
+        )
+
+
+def test_cbe_checkpoint_reaches_every_head(make_cfg):
+    cfg = make_cfg(
+        "objective.name=barlow_twins", "objective.pooling=cbe", "objective.cbe_checkpoint=true"
+    )
+    assert cfg.objective.cbe_checkpoint and not make_cfg().objective.cbe_checkpoint
+    model = build_model(cfg)
+    assert all(model.head(k).pool.checkpoint for k in range(cfg.model.num_blocks))
+
+
 @pytest.mark.parametrize(
     "overrides,key",
     [
@@ -142,6 +268,8 @@ def test_cbe_takes_the_norm_it_is_given():
         (["objective.name=barlow_twins", "objective.cbe_kernel=2"], "objective.cbe_kernel"),
         (["objective.name=barlow_twins", "objective.cbe_pool=max"], "objective.cbe_pool"),
         (["objective.name=barlow_twins", "objective.pool_width=0"], "objective.pool_width"),
+        (["objective.name=barlow_twins", "objective.cbe_checkpoint=1"], "objective.cbe_checkpoint"),
+        (["objective.cbe_checkpoint=maybe"], "objective.cbe_checkpoint"),
     ],
 )
 def test_bad_pooling_keys_are_refused_by_name(overrides, key, make_cfg):

@@ -23,10 +23,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from bwssl.base.collectives import world_size
 from bwssl.config import ConfigError, ObjectiveConfig
 from bwssl.models.backbone import Backbone
-from bwssl.models.heads import GlobalBatchNorm2d
+from bwssl.models.heads import GlobalBatchNorm2d, count_batch, move_running_stats
 
 POOL_EPS = 1e-6
 """Added under the square roots of L2 and square-root pooling, so that their gradient stays
@@ -108,6 +110,17 @@ class ConvExpansion(nn.Module):
     ``norm`` builds the batch norm from its channel count; the default normalizes over the
     global batch under DDP, as the official code's SyncBatchNorm does (one process: exactly
     ``nn.BatchNorm2d``).
+
+    ``checkpoint`` (``objective.cbe_checkpoint``): in training with autograd on, the
+    expansion is recomputed in backward (:func:`torch.utils.checkpoint.checkpoint`,
+    non-reentrant) instead of keeping its (B, width, H, W) conv and ReLU outputs; only the
+    input and the pooled vector stay. The running statistics still move once per forward,
+    exactly as the norm's own forward moves them: the checkpointed function is given copies
+    and returns them moved with the pooled vector, and only the first run's are kept
+    (``num_batches_tracked`` counts outside). The norm must be an ``nn.BatchNorm2d`` (the
+    global one included) or hold no buffers. The backward of one head still holds a few
+    (B, width, H, W) maps while it runs (the recomputed ones and their gradients); what goes
+    is their lifetime from the forward to that point.
     """
 
     def __init__(
@@ -117,6 +130,7 @@ class ConvExpansion(nn.Module):
         kernel: int,
         pool: str,
         norm: Callable[[int], nn.Module] = GlobalBatchNorm2d,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         if pool not in CBE_POOLS:
@@ -124,10 +138,69 @@ class ConvExpansion(nn.Module):
         self.conv = nn.Conv2d(channels, width, kernel, padding=kernel // 2, bias=False)
         self.norm = norm(width)
         self.pool_name = pool
+        stateful = next(self.norm.buffers(), None) is not None
+        if checkpoint and not isinstance(self.norm, nn.BatchNorm2d) and stateful:
+            raise ValueError(
+                f"CbE checkpointing (objective.cbe_checkpoint) recomputes the norm in "
+                f"backward, so it needs an nn.BatchNorm2d or a norm without buffers, got "
+                f"{type(self.norm).__name__}"
+            )
+        self.checkpoint = checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            return self._checkpointed(x)
         y = F.relu(self.norm(self.conv(x)))  # (B, width, H, W)
         return CBE_POOLS[self.pool_name](y)
+
+    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.norm
+        if not isinstance(norm, nn.BatchNorm2d):  # stateless: the plain module recomputes
+            return checkpoint(self._expand_stateless, x, use_reentrant=False)
+        factor = count_batch(norm)  # the batch counts once, here, not in the recomputation
+        before: tuple[torch.Tensor, ...] = ()
+        if factor is not None:
+            assert norm.running_mean is not None and norm.running_var is not None
+            # Copies, passed in: the function never reads the buffers that change below
+            # (under torch.compile, what it reads becomes an input the recomputation checks).
+            before = (norm.running_mean.clone(), norm.running_var.clone())
+        pooled, *after = checkpoint(
+            self._expand, x, factor, *before, use_reentrant=False, preserve_rng_state=False
+        )
+        if after:
+            assert norm.running_mean is not None and norm.running_var is not None
+            with torch.no_grad():
+                norm.running_mean.copy_(after[0])
+                norm.running_var.copy_(after[1])
+        return pooled
+
+    def _expand_stateless(self, x: torch.Tensor) -> torch.Tensor:
+        return CBE_POOLS[self.pool_name](F.relu(self.norm(self.conv(x))))
+
+    def _expand(
+        self, x: torch.Tensor, factor: float | None, *running: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The checkpointed expansion in training: the pooled vector, and with ``running``
+        (the norm's running mean and variance) those statistics moved by ``factor`` towards
+        the batch's, as the norm's forward moves them, but on copies: the function changes
+        no tensor it is given, so its recomputation in backward has no effect."""
+        norm = self.norm
+        assert isinstance(norm, nn.BatchNorm2d)
+        z = self.conv(x)  # (B, width, H, W)
+        moved = [r.clone() for r in running]
+        running_mean, running_var = moved if moved else (None, None)
+        if isinstance(norm, GlobalBatchNorm2d) and world_size() > 1:
+            if z.dtype in (torch.float16, torch.bfloat16):  # as GlobalBatchNorm2d.forward
+                z = z.float()
+            mean, var, count = norm.global_stats(z)
+            if running_mean is not None and running_var is not None and factor is not None:
+                move_running_stats(running_mean, running_var, mean, var, count, factor)
+            y = norm.normalize(z, mean, var)
+        else:  # nn.BatchNorm2d's own call, on the batch statistics, moving the copies
+            y = F.batch_norm(
+                z, running_mean, running_var, norm.weight, norm.bias, True, factor or 0.0, norm.eps
+            )
+        return CBE_POOLS[self.pool_name](F.relu(y)), *moved
 
 
 def build_pooling(
@@ -144,7 +217,9 @@ def build_pooling(
     if cfg.pooling == "lsp":
         return LocalSpatialPool(lsp_grid(channels, cfg.pool_width)), cfg.pool_width
     if cfg.pooling == "cbe":
-        cbe = ConvExpansion(channels, cfg.pool_width, cfg.cbe_kernel, cfg.cbe_pool, norm)
+        cbe = ConvExpansion(
+            channels, cfg.pool_width, cfg.cbe_kernel, cfg.cbe_pool, norm, cfg.cbe_checkpoint
+        )
         return cbe, cfg.pool_width
     raise ValueError(f"unknown pooling {cfg.pooling!r}")
 
