@@ -15,10 +15,11 @@ from bwssl.errors import UserError
 from bwssl.interop import export_torchvision_resnet, load_torchvision_resnet
 from bwssl.models import build_backbone, build_model
 from bwssl.models.heads import GlobalBatchNorm2d
+from bwssl.models.pooling import ConvExpansion
 from bwssl.objectives import StepKey
 from bwssl.train.trainer import Trainer, train
 
-from .batch_norm_workers import bn_batch, bn_run, bn_worker
+from .batch_norm_workers import bn_batch, bn_run, bn_worker, cbe_batch, cbe_run
 
 
 def _cfg(*overrides: str):
@@ -400,6 +401,49 @@ def test_sync_bn_builds_global_batch_norms_that_equal_batch_norm_in_one_process(
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
 
 
+def test_cbe_checkpoint_trains_a_resnet_exactly_as_without():
+    """resnet-debug with CbE heads, simultaneous, two SGD steps with and without
+    objective.cbe_checkpoint: equal losses, gradients of every parameter, and batch norm
+    statistics (each CbE norm counts one batch per view and step); equal outputs in eval."""
+    seen = []
+    for flag in ("false", "true"):
+        cfg = _cfg(
+            "objective.pooling=cbe", "objective.pool_width=16", f"objective.cbe_checkpoint={flag}"
+        )
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        steps = []
+        for i in range(2):
+            step = model.objective.prepare(_images(8, seed=i), StepKey(0, i, 0, 8), torch.arange(8))
+            opt.zero_grad(set_to_none=True)
+            losses = model.local_losses(step)
+            sum(losses.values()).backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            steps.append((torch.stack([losses[k] for k in sorted(losses)]).detach(), grads))
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            probe = [
+                model.head_features(k, h)
+                for k, h in enumerate(model.block_outputs(_images(4, seed=9)))
+            ]
+        seen.append((steps, model.state_dict(), probe))
+    (steps_a, state_a, probe_a), (steps_b, state_b, probe_b) = seen
+    for (loss_a, grads_a), (loss_b, grads_b) in zip(steps_a, steps_b, strict=True):
+        torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=1e-6)
+        assert grads_a.keys() == grads_b.keys()
+        assert any(".pool.conv." in n for n in grads_a)
+        for n in grads_a:
+            torch.testing.assert_close(grads_b[n], grads_a[n], rtol=1e-5, atol=1e-6, msg=n)
+    assert state_a.keys() == state_b.keys()
+    for n in state_a:
+        torch.testing.assert_close(state_b[n], state_a[n], rtol=1e-5, atol=1e-6, msg=n)
+    assert int(state_b["projectors.0.pool.norm.num_batches_tracked"]) == 4  # 2 steps x 2 views
+    for a, b in zip(probe_a, probe_b, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 # --- GlobalBatchNorm2d: two processes (gloo) versus one process on the whole batch -----------
 
 
@@ -423,6 +467,18 @@ def test_global_batch_norm_2d_in_two_processes_equals_batch_norm_on_the_whole_ba
     for g in got:
         torch.testing.assert_close(g["mean"], ref["mean"], **close)
         torch.testing.assert_close(g["var"], ref["var"], **close)
+    # A checkpointed CbE head (objective.cbe_checkpoint) on the split batch: its recomputed
+    # expansion normalizes with the same global statistics, which move once per forward.
+    x, w = cbe_batch()
+    ref = cbe_run(ConvExpansion(4, 6, 3, "l2", norm=nn.BatchNorm2d), x, w)
+    got = [torch.load(tmp_path / f"cbe{r}.pt") for r in range(2)]
+    for key in ("out", "x_grad"):
+        torch.testing.assert_close(torch.cat([g[key] for g in got]), ref[key], **close)
+    for key in ("conv_grad", "w_grad"):
+        torch.testing.assert_close(got[0][key] + got[1][key], ref[key], **close)
+    for g in got:
+        for key in ("mean", "var", "count"):
+            torch.testing.assert_close(g[key], ref[key], **close)
 
 
 def test_results_name_the_resnet():
