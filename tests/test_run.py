@@ -282,8 +282,8 @@ def test_resnet_demo_plans_each_regime_with_and_without_noise(capsys):
     assert [r.config.noise.std for r in runs] == [0.0, 0.0, 0.25, 0.0, 0.25, 0.0, 0.25]
     assert {r.config.data.name for r in runs} == {"synthetic_images"}
     text = describe(runs, False)
-    # 2048 embedded images, batch 32, 2 epochs per stage: 128 steps a stage, exact
-    assert "barlow_twins-e2e-k4-s0" in text and " 128 steps" in text and " 512 steps" in text
+    # 2048 embedded images, batch 64, 20 epochs per stage: 640 steps a stage, exact
+    assert "barlow_twins-e2e-k4-s0" in text and " 640 steps" in text and " 2560 steps" in text
     assert "~" not in text
 
 

@@ -126,6 +126,10 @@ def test_orderings_within_the_probes_sampling_error_are_not_called_clear():
     assert e2e.holds is True and e2e.clear is False
     band = 2 * math.hypot(math.sqrt(0.311 * 0.689 / 512), math.sqrt(0.309 * 0.691 / 512))
     assert f"+-{band:.3f}" in e2e.sentence and "cannot tell the two apart" in e2e.sentence
+    assert e2e.sentence.startswith("Our run leans towards but does not settle E2E > simultaneous")
+    assert judged["simultaneous > sequential"].sentence.startswith(
+        "Our run does not reproduce simultaneous > sequential"
+    )
     assert judged["simultaneous > sequential"].clear is True
     assert judged["simultaneous > sequential"].holds is False
     page = render(rows, [], None, [], "tiny")

@@ -151,6 +151,8 @@ def _ordering(
             + ("." if clear else ", so our run cannot tell the two apart.")
         )
     verb = "reproduces" if holds else "does not reproduce"
+    if clear is False:
+        verb = f"leans {'towards' if holds else 'against'} but does not settle"
     return Ordering(
         claim,
         holds,
