@@ -25,7 +25,11 @@ def test_masked_pixel_training_gives_the_same_weights(regime, make_cfg, tmp_path
     after = torch.load(tmp_path / "checkpoints" / "final.pt", weights_only=False)["model"]
     assert after.keys() == before.keys()
     worst = max((after[n] - before[n]).abs().max().item() for n in before)
-    assert worst <= 1e-6, (regime, worst)
+    # The fixture was written on an AMD EPYC; on an Intel Xeon the same code (before and
+    # after the redesign) lands 4.5e-6 away, from the CPU's float kernels alone. One AdamW
+    # step moves a weight by about the lr (1e-3 here), so 2e-5 still catches any change of
+    # what training computes.
+    assert worst <= 2e-5, (regime, worst)
 
 
 def test_an_old_run_loads_and_is_analysed(tmp_path):
