@@ -236,28 +236,28 @@ class ConvExpansion(nn.Module):
         return CBE_POOLS[self.pool_name](F.relu(y)), *moved
 
 
-def _pool_backward(
+def _relu_pool_backward(
     pool: str, grad: torch.Tensor, a: torch.Tensor, pooled: torch.Tensor | None
 ) -> torch.Tensor:
-    """The gradient with respect to the ReLU'd map ``a`` (b, W, H, W') of a CbE pooling
-    (``CBE_POOLS[pool]``) given ``grad`` (b, W) of its output ``pooled`` (b, W; only ``l2``
-    reads it). With P the number of positions:
+    """The gradient at the norm's output y of ReLU then a CbE pooling (``CBE_POOLS[pool]``),
+    given ``grad`` (b, W) of the pooled output ``pooled`` (b, W; only ``l2`` reads it),
+    computed in place in ``a = relu(y)`` (b, W, H, W'), which it overwrites. With P the
+    number of positions, and ReLU's gradient the indicator of a > 0:
 
     - ``avg``, p = mean(a): dp/da = 1 / P;
-    - ``l2``, p = sqrt(mean(a^2) + eps): dp/da = a / (P p);
-    - ``sqrt``, p = mean(sqrt(relu(a) + eps)) with a >= 0: dp/da = 1 / (2 P sqrt(a + eps))
-      where a > 0, and 0 where a = 0 (relu's gradient; the ReLU before zeroes it there
-      anyway).
+    - ``l2``, p = sqrt(mean(a^2) + eps): dp/da = a / (P p), already 0 where a = 0;
+    - ``sqrt``, p = mean(sqrt(relu(a) + eps)): dp/da = 1 / (2 P sqrt(a + eps)).
     """
     positions = a.shape[2] * a.shape[3]
-    g = grad[:, :, None, None]
+    g = grad[:, :, None, None].to(a.dtype)
     if pool == "avg":
-        return (g / positions).expand_as(a)
+        return a.gt_(0).mul_(g / positions)
     if pool == "l2":
         assert pooled is not None
-        return a * (g / (positions * pooled[:, :, None, None]))
+        return a.mul_(g / (positions * pooled[:, :, None, None].to(a.dtype)))
     if pool == "sqrt":
-        return (g / (2 * positions)) / torch.sqrt(a + POOL_EPS) * (a > 0)
+        off = a == 0
+        return a.add_(POOL_EPS).rsqrt_().mul_(g / (2 * positions)).masked_fill_(off, 0)
     raise ValueError(f"unknown CbE pooling {pool!r}")
 
 
@@ -344,12 +344,17 @@ class _ChunkedExpansion(torch.autograd.Function):
         else:
             mean, var, count = mean_acc.to(z.dtype), var_acc.to(z.dtype), n
         invstd = torch.rsqrt(var + spec.eps)
+        shape = (1, -1, 1, 1)
+        mean4 = mean.view(shape)
+        scale4 = (invstd if gamma is None else invstd * gamma).view(shape)
         outs: list[torch.Tensor] = []
         for i in reversed(range(len(chunks))):  # the last chunk's map is still at hand
             if i < len(chunks) - 1:
                 z = spec.conv(chunks[i], weight)
-            y = F.batch_norm(z, mean, var, gamma, beta, False, 0.0, spec.eps)
-            outs.append(CBE_POOLS[spec.pool](F.relu(y)))
+            y = z.sub_(mean4).mul_(scale4)  # the norm, in place
+            if beta is not None:
+                y.add_(beta.view(shape))
+            outs.append(CBE_POOLS[spec.pool](y.relu_()))
             del z, y
         out = torch.cat(outs[::-1])
         if spec.global_norm is None and spec.map_dtype in (torch.float16, torch.bfloat16):
@@ -374,17 +379,16 @@ class _ChunkedExpansion(torch.autograd.Function):
             zip(x.split(spec.chunk), grad.split(spec.chunk), out.split(spec.chunk), strict=True)
         )
 
-        def recompute(
+        def maps(
             z: torch.Tensor, gc: torch.Tensor, oc: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            """y_hat and dL/dy of a chunk from its conv output ``z``."""
-            y_hat = (z.detach() - mean4) * invstd4
-            y = y_hat if gamma4 is None else y_hat * gamma4
+            """y_hat and dL/dy of a chunk from its conv output ``z``; y_hat overwrites z's
+            values (which the conv's backward does not read), so a chunk holds two maps."""
+            y_hat = z.detach().sub_(mean4).mul_(invstd4)
+            a = y_hat.clone() if gamma4 is None else y_hat * gamma4
             if beta4 is not None:
-                y = y + beta4
-            a = F.relu(y)
-            dy = _pool_backward(spec.pool, gc.to(a.dtype), a, oc.to(a.dtype)) * (a > 0)
-            return y_hat, dy
+                a.add_(beta4)
+            return y_hat, _relu_pool_backward(spec.pool, gc, a.relu_(), oc)
 
         def conv_with_grad(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             with torch.enable_grad():
@@ -392,23 +396,27 @@ class _ChunkedExpansion(torch.autograd.Function):
                 wl = weight.detach().requires_grad_(need_w)
                 return xl, wl, spec.conv(xl, wl)
 
-        kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        keep = need_x or need_w
+        kept: tuple[torch.Tensor, ...] = ()
         sum_dy = sum_dy_yhat = torch.zeros(())
         for i, (xc, gc, oc) in enumerate(rows):  # pass 1: the two sums per channel
-            last = i == len(rows) - 1 and (need_x or need_w)
-            if last:
-                kept = conv_with_grad(xc)
-                z = kept[2]
+            if keep and i == len(rows) - 1:  # its conv, with autograd, starts pass 2
+                xl, wl, z = conv_with_grad(xc)
+                y_hat, dy = maps(z, gc, oc)
+                kept = (xl, wl, z, y_hat, dy)
+                s2 = (dy * y_hat).sum((0, 2, 3))
             else:
-                z = spec.conv(xc, weight)
-            y_hat, dy = recompute(z, gc, oc)
-            s1 = dy.sum((0, 2, 3), dtype=torch.float64)
-            s2 = (dy * y_hat).sum((0, 2, 3), dtype=torch.float64)
-            sum_dy, sum_dy_yhat = (s1, s2) if i == 0 else (sum_dy + s1, sum_dy_yhat + s2)
-            del z, y_hat, dy
+                y_hat, dy = maps(spec.conv(xc, weight), gc, oc)
+                s2 = y_hat.mul_(dy).sum((0, 2, 3))
+            s1 = dy.sum((0, 2, 3))
+            if i == 0:
+                sum_dy, sum_dy_yhat = s1.double(), s2.double()
+            else:
+                sum_dy, sum_dy_yhat = sum_dy + s1.double(), sum_dy_yhat + s2.double()
+            del y_hat, dy
         grad_gamma = sum_dy_yhat.to(gamma.dtype) if gamma is not None and need_gamma else None
         grad_beta = sum_dy.to(beta.dtype) if beta is not None and need_beta else None
-        if not (need_x or need_w):
+        if not keep:
             return None, None, grad_gamma, grad_beta, None
         sums = torch.cat([sum_dy, sum_dy_yhat]).to(mean.dtype)
         if spec.global_norm is not None:  # the input's gradient needs the global batch's sums
@@ -421,10 +429,14 @@ class _ChunkedExpansion(torch.autograd.Function):
         for i in reversed(range(len(rows))):  # pass 2: through the conv, last chunk first
             xc, gc, oc = rows[i]
             start -= xc.shape[0]
-            xl, wl, z = kept if kept is not None else conv_with_grad(xc)
-            kept = None
-            y_hat, dy = recompute(z, gc, oc)
-            dz = (dy - mean_dy - y_hat * mean_dy_yhat) * scale
+            if kept:
+                xl, wl, z, y_hat, dy = kept
+                kept = ()
+            else:
+                xl, wl, z = conv_with_grad(xc)
+                y_hat, dy = maps(z, gc, oc)
+            # dL/dz = weight * invstd * (dy - mean(dy) - y_hat * mean(dy * y_hat)), in dy
+            dz = dy.sub_(mean_dy).sub_(y_hat.mul_(mean_dy_yhat)).mul_(scale)
             del y_hat, dy
             leaves = [t for t, need in ((xl, need_x), (wl, need_w)) if need]
             grads = torch.autograd.grad(z, leaves, dz.to(z.dtype))
