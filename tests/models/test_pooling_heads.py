@@ -300,6 +300,18 @@ def test_a_chunked_cbe_trains_exactly_as_the_plain_one(dtype, norm, cbe_pool, ch
     assert torch.equal(plain.eval()(x), chunked.eval()(x))
 
 
+def test_a_chunked_cbe_trains_under_torch_compile():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 8, 1, "l2", nn.BatchNorm2d)
+    chunked = copy.deepcopy(plain)
+    chunked.checkpoint, chunked.chunk = True, 4
+    got = _two_training_steps(chunked, forward=torch.compile(chunked.train(), backend="eager"))
+    for step_a, step_b in zip(_two_training_steps(plain), got, strict=True):
+        for key in step_a:
+            torch.testing.assert_close(step_b[key], step_a[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
 def test_a_chunked_cbe_keeps_no_expanded_map_for_backward():
     """What autograd keeps from the chunked forward: the input, the parameters, (width,)
     statistics and the pooled (B, width) vector, no (B, width, H, W) map."""
