@@ -354,6 +354,12 @@ class ObjectiveConfig:
     pooling) in backward instead of keeping its pool_width-channel maps; the batch norm's
     running statistics still move once per forward. Less activation memory (block 1's
     expanded map is the largest of a ResNet) for one more conv forward per head."""
+    cbe_chunk: int | None = None
+    """``cbe`` with ``cbe_checkpoint``: images per chunk of the checkpointed expansion,
+    forward and backward (batch statistics still over the whole, global, batch), so that
+    its transient pool_width-channel maps scale with the chunk, not the batch; null: the
+    whole batch at once. Costs two more conv forwards per head than ``cbe_checkpoint``
+    alone."""
     num_classes: int | None = None
     """Supervised: number of classes of the labels; null: what the data config says
     (``synthetic``: ``data.synthetic_classes``; ``ucf101``: 101). Checked against the
@@ -383,6 +389,14 @@ class ObjectiveConfig:
                 "objective.cbe_kernel",
                 f"must be a positive odd kernel side (1, 3, ...), got {self.cbe_kernel}",
             )
+        if self.cbe_chunk is not None:
+            if self.cbe_chunk < 1:
+                _fail("objective.cbe_chunk", f"must be >= 1 images or null, got {self.cbe_chunk}")
+            if not self.cbe_checkpoint:
+                _fail(
+                    "objective.cbe_chunk",
+                    "chunks the checkpointed expansion, so it needs objective.cbe_checkpoint=true",
+                )
         if self.num_classes is not None and self.num_classes < 2:
             _fail("objective.num_classes", f"must be >= 2 or null, got {self.num_classes}")
 

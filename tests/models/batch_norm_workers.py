@@ -75,6 +75,9 @@ def bn_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         x, w = cbe_batch()  # objective.cbe_checkpoint on the global batch
         cbe = ConvExpansion(4, 6, 3, "l2", checkpoint=True)
         torch.save(cbe_run(cbe, x[rows], w[rows]), f"{out_dir}/cbe{rank}.pt")
+        # objective.cbe_chunk: 3 images at a time of the 4 local ones
+        cbe = ConvExpansion(4, 6, 3, "l2", checkpoint=True, chunk=3)
+        torch.save(cbe_run(cbe, x[rows], w[rows]), f"{out_dir}/chunk{rank}.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()

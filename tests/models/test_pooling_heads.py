@@ -139,17 +139,20 @@ def test_cbe_takes_the_norm_it_is_given():
 
 
 def _two_training_steps(
-    cbe: ConvExpansion, seed: int = 4, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    cbe: ConvExpansion,
+    seed: int = 4,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, torch.Tensor]]:
     """Outputs, input gradient, parameter gradients and buffers after each of two training
     steps (an SGD step between them) of ``cbe`` (run through ``forward``, default itself)
-    on fixed batches."""
+    on fixed batches of 6 images (``dtype``, that of ``cbe``'s parameters)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(cbe.parameters(), lr=0.5)
     seen = []
     for _ in range(2):
-        x = torch.randn(6, 4, 5, 5, generator=g).requires_grad_(True)
-        w = torch.randn(6, cbe.conv.out_channels, generator=g)  # a loss that is not the sum
+        x = torch.randn(6, 4, 5, 5, generator=g).to(dtype).requires_grad_(True)
+        w = torch.randn(6, cbe.conv.out_channels, generator=g).to(dtype)  # not the sum
         opt.zero_grad()
         out = (forward if forward is not None else cbe.train())(x)
         (out * w).sum().backward()
@@ -251,6 +254,124 @@ def test_a_checkpointed_cbe_takes_a_stateless_norm_and_refuses_one_with_buffers(
         )
 
 
+@pytest.mark.parametrize("chunk", [4, 1])  # 4 does not divide the batch of 6
+@pytest.mark.parametrize("cbe_pool", ["avg", "l2", "sqrt"])
+@pytest.mark.parametrize(
+    "norm",
+    [GlobalBatchNorm2d, nn.BatchNorm2d, partial(nn.BatchNorm2d, momentum=None)],
+    ids=["global", "batchnorm", "cumulative"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_a_chunked_cbe_trains_exactly_as_the_plain_one(dtype, norm, cbe_pool, chunk):
+    """objective.cbe_chunk computes the checkpointed expansion a chunk of images at a time,
+    with the batch statistics of the whole batch: the same outputs, gradients of the input
+    and of every parameter, and running statistics as the plain head over two steps, the
+    batch counted once per forward; in evaluation it is the plain module."""
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 16, 3, cbe_pool, norm).to(dtype)
+    chunked = copy.deepcopy(plain)
+    chunked.checkpoint, chunked.chunk = True, chunk
+    a = _two_training_steps(plain, dtype=dtype)
+    b = _two_training_steps(chunked, dtype=dtype)
+    exact = copy.deepcopy(plain).double() if dtype == torch.float32 else None
+    truth = _two_training_steps(exact, dtype=torch.float64) if exact is not None else a
+    for step_a, step_b, step_t in zip(a, b, truth, strict=True):
+        assert step_a.keys() == step_b.keys()
+        for key in step_a:
+            if dtype == torch.float64:
+                torch.testing.assert_close(step_b[key], step_a[key], rtol=1e-10, atol=1e-12)
+                continue
+            # float32: the sums run in another order, so compare errors relative to each
+            # tensor's largest value. sqrt pooling's gradient, 1 / (2 sqrt(a + 1e-6)),
+            # magnifies rounding of the map near zero up to 500-fold (the plain head's
+            # float32 gradients are 1e-3 off float64 in the second step): there the chunked
+            # head must be about as close to float64 as the plain one.
+            scale = step_t[key].abs().max().double().clamp_min(1e-30)
+            err = (step_b[key].double() - step_a[key].double()).abs().max() / scale
+            if cbe_pool != "sqrt":
+                assert err <= 1e-5, (key, float(err))
+                continue
+            own = (step_b[key].double() - step_t[key]).abs().max() / scale
+            plain_own = (step_a[key].double() - step_t[key]).abs().max() / scale
+            assert own <= 2 * plain_own + 1e-6, (key, float(own), float(plain_own))
+    assert int(chunked.norm.num_batches_tracked) == 2
+    chunked.load_state_dict(plain.state_dict())  # equal weights: evaluation is the plain path
+    x = torch.randn(3, 4, 5, 5, dtype=dtype)
+    assert torch.equal(plain.eval()(x), chunked.eval()(x))
+
+
+def test_a_chunked_cbe_trains_under_torch_compile():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 8, 1, "l2", nn.BatchNorm2d)
+    chunked = copy.deepcopy(plain)
+    chunked.checkpoint, chunked.chunk = True, 4
+    got = _two_training_steps(chunked, forward=torch.compile(chunked.train(), backend="eager"))
+    for step_a, step_b in zip(_two_training_steps(plain), got, strict=True):
+        for key in step_a:
+            torch.testing.assert_close(step_b[key], step_a[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_a_chunked_cbe_keeps_no_expanded_map_for_backward():
+    """What autograd keeps from the chunked forward: the input, the parameters, (width,)
+    statistics and the pooled (B, width) vector, no (B, width, H, W) map."""
+    shapes: list[tuple[int, ...]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(t.shape))
+        return t
+
+    cbe = ConvExpansion(4, 16, 1, "l2", checkpoint=True, chunk=2).train()
+    x = torch.randn(5, 4, 5, 6, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = cbe(x)
+    assert sorted(s for s in shapes if len(s) == 4) == [(5, 4, 5, 6), (16, 4, 1, 1)]
+    assert (5, 16) in shapes and (16,) in shapes
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_a_chunked_cbe_under_bf16_autocast_follows_the_plain_one():
+    """Under autocast (train.precision on GPUs) the chunks' convs run in bfloat16 as the
+    plain head's does, in backward too; the pooled vector is bfloat16 like the plain one."""
+    torch.manual_seed(0)
+    plain = ConvExpansion(4, 16, 1, "avg", nn.BatchNorm2d).train()
+    chunked = copy.deepcopy(plain)
+    chunked.checkpoint, chunked.chunk = True, 2
+    x, w = torch.randn(5, 4, 3, 3), torch.randn(5, 16)
+    got = []
+    for m in (plain, chunked):
+        xx = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", torch.bfloat16):
+            out = m(xx)
+        (out.float() * w).sum().backward()
+        got.append((out, xx.grad, m.conv.weight.grad))
+    assert got[1][0].dtype == got[0][0].dtype == torch.bfloat16
+    for a, b in zip(got[0], got[1], strict=True):
+        torch.testing.assert_close(b.float(), a.float(), rtol=0.05, atol=0.05)
+
+
+def test_a_cbe_chunk_needs_checkpointing_a_batch_norm_and_a_positive_size():
+    with pytest.raises(ValueError, match=r"objective\.cbe_chunk must be >= 1"):
+        ConvExpansion(4, 8, 1, "avg", checkpoint=True, chunk=0)
+    with pytest.raises(ValueError, match=r"objective\.cbe_chunk.*checkpoint=False"):
+        ConvExpansion(4, 8, 1, "avg", chunk=2)
+    with pytest.raises(ValueError, match=r"objective\.cbe_chunk.*GroupNorm"):
+        ConvExpansion(4, 8, 1, "avg", norm=lambda c: nn.GroupNorm(2, c), checkpoint=True, chunk=2)
+
+
+def test_cbe_chunk_reaches_every_head(make_cfg):
+    cfg = make_cfg(
+        "objective.name=barlow_twins",
+        "objective.pooling=cbe",
+        "objective.cbe_checkpoint=true",
+        "objective.cbe_chunk=3",
+    )
+    assert cfg.objective.cbe_chunk == 3 and make_cfg().objective.cbe_chunk is None
+    model = build_model(cfg)
+    assert all(model.head(k).pool.chunk == 3 for k in range(cfg.model.num_blocks))
+
+
 def test_cbe_checkpoint_reaches_every_head(make_cfg):
     cfg = make_cfg(
         "objective.name=barlow_twins", "objective.pooling=cbe", "objective.cbe_checkpoint=true"
@@ -270,6 +391,9 @@ def test_cbe_checkpoint_reaches_every_head(make_cfg):
         (["objective.name=barlow_twins", "objective.pool_width=0"], "objective.pool_width"),
         (["objective.name=barlow_twins", "objective.cbe_checkpoint=1"], "objective.cbe_checkpoint"),
         (["objective.cbe_checkpoint=maybe"], "objective.cbe_checkpoint"),
+        (["objective.cbe_checkpoint=true", "objective.cbe_chunk=0"], "objective.cbe_chunk"),
+        (["objective.cbe_chunk=2"], "objective.cbe_chunk"),  # without cbe_checkpoint
+        (["objective.cbe_chunk=two"], "objective.cbe_chunk"),
     ],
 )
 def test_bad_pooling_keys_are_refused_by_name(overrides, key, make_cfg):

@@ -66,9 +66,17 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         them to ``x``, whatever process holds the rows) and the global number of values per
         channel; under DDP, one gather of each process's (2C,) mean and mean square."""
         local = torch.cat([x.mean((0, 2, 3)), x.square().mean((0, 2, 3))])  # (2C,)
+        return self.gather_moments(local, x.numel() // x.shape[1])
+
+    def gather_moments(
+        self, local: torch.Tensor, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """What :meth:`global_stats` does with one process's per-channel moments: ``local``
+        (2C,), its mean then its mean square over ``count`` values per channel (the same on
+        every process), gathered into the global batch's mean, biased variance and count."""
         mean, sq = gather_batch(local[None]).mean(0).chunk(2)  # equal counts per process
         var = (sq - mean.square()).clamp_min(0)
-        return mean, var, x.numel() // x.shape[1] * world_size()
+        return mean, var, count * world_size()
 
     def normalize(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """``x`` normalized with the per-channel ``mean`` and ``var``, then the affine map."""
