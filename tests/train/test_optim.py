@@ -180,26 +180,19 @@ def test_lars_config_passes_lars_clip_to_every_group(clip, make_cfg):
     assert [g["clip"] for g in opt.param_groups] == [clip, clip]
 
 
-def test_clipped_lars_steps_raw_gradients_for_zero_weights_or_gradients():
+@pytest.mark.parametrize(
+    "clip, weight_decay",
+    [(True, 0.1), (False, 0.0)],  # clipped: raw gradient, no decay; official: ratio 1
+)
+def test_lars_steps_raw_gradients_for_zero_weights_or_gradients(clip, weight_decay):
     zero_w = torch.nn.Parameter(torch.zeros(3, 4))
     still = torch.nn.Parameter(torch.randn(3, 4))
     before = still.detach().clone()
     grad = torch.randn(3, 4)
     zero_w.grad, still.grad = grad.clone(), torch.zeros(3, 4)
-    LARS([zero_w, still], lr=0.5, weight_decay=0.1, clip=True).step()
-    assert torch.equal(zero_w.detach(), -0.5 * grad)  # unscaled, and no decay
-    assert torch.equal(still.detach(), before)  # no decay either
-
-
-def test_lars_trust_ratio_falls_back_to_one_for_zero_weights_or_gradients():
-    zero_w = torch.nn.Parameter(torch.zeros(3, 4))
-    still = torch.nn.Parameter(torch.randn(3, 4))
-    before = still.detach().clone()
-    grad = torch.randn(3, 4)
-    zero_w.grad, still.grad = grad.clone(), torch.zeros(3, 4)
-    LARS([zero_w, still], lr=0.5, weight_decay=0.0).step()
-    assert torch.equal(zero_w.detach(), -0.5 * grad)  # ratio 1, not 0 or nan
-    assert torch.equal(still.detach(), before)
+    LARS([zero_w, still], lr=0.5, weight_decay=weight_decay, clip=clip).step()
+    assert torch.equal(zero_w.detach(), -0.5 * grad)  # unscaled (ratio 1, not 0 or nan)
+    assert torch.equal(still.detach(), before)  # and no decay either
 
 
 @pytest.mark.parametrize("clip", [False, True])
