@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from bwssl.analysis.options import HEAD_METRICS
 from bwssl.analysis.results import ResultRow, aggregate
-from bwssl.report.panels import UNTRAINED, objectives_of, regime_key
+from bwssl.report.panels import UNTRAINED, groups_where, regime_key
 from bwssl.report.summary import Cell
 
 HEADINGS: dict[str, str] = {
@@ -44,9 +44,7 @@ def has_head_rows(rows: Iterable[ResultRow]) -> bool:
 
 def groups(rows: Sequence[ResultRow]) -> list[Group]:
     """The (model, objective, K) with head rows, in the results' objective order."""
-    found = {(r.model, r.objective, r.num_blocks) for r in rows if r.metric in _HEAD_NAMES}
-    rank = {o: i for i, o in enumerate(objectives_of(rows))}
-    return sorted(found, key=lambda g: (g[0], rank[g[1]], g[2]))
+    return groups_where(rows, lambda r: r.metric in _HEAD_NAMES)
 
 
 def lines(rows: Sequence[ResultRow], group: Group, metric: str) -> Lines:

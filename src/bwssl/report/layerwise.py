@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from bwssl.analysis.results import ResultRow
-from bwssl.report.panels import UNTRAINED, objectives_of
+from bwssl.report.panels import UNTRAINED, groups_where
 from bwssl.report.summary import Cell
 
 LAYERWISE: tuple[str, ...] = ("freeze", "layerlock", "latent")
@@ -75,9 +75,7 @@ def has_layerwise(rows: Iterable[ResultRow]) -> bool:
 
 def groups(rows: Sequence[ResultRow]) -> list[Group]:
     """The (model, objective, K) with a layer-wise run, in the results' objective order."""
-    found = {(r.model, r.objective, r.num_blocks) for r in rows if r.regime in LAYERWISE}
-    rank = {o: i for i, o in enumerate(objectives_of(rows))}
-    return sorted(found, key=lambda g: (g[0], rank[g[1]], g[2]))
+    return groups_where(rows, lambda r: r.regime in LAYERWISE)
 
 
 def _target(rows: Sequence[ResultRow], metric: str, target: str) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +97,16 @@ def series_label(regime: str, k: int) -> str:
 def objectives_of(rows: Iterable[ResultRow]) -> list[str]:
     """The objectives of ``rows`` in order of first appearance (the experiment's order)."""
     return list(dict.fromkeys(r.objective for r in rows))
+
+
+def groups_where(
+    rows: Sequence[ResultRow], keep: Callable[[ResultRow], bool]
+) -> list[tuple[str, str, int]]:
+    """The (model, objective, K) of the rows ``keep`` accepts, sorted by model, then in the
+    results' objective order, then by K: the runs one set of report tables compares."""
+    found = {(r.model, r.objective, r.num_blocks) for r in rows if keep(r)}
+    rank = {o: i for i, o in enumerate(objectives_of(rows))}
+    return sorted(found, key=lambda g: (g[0], rank[g[1]], g[2]))
 
 
 def share_reference(rows: Sequence[ResultRow]) -> list[ResultRow]:
