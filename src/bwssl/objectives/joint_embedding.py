@@ -39,7 +39,21 @@ def pooled_head(cfg: Config, backbone: Backbone, k: int, widths: list[int]) -> P
     return Projector(width, widths, pool)
 
 
-class JointEmbedding(Objective):
+class PooledHeadObjective(Objective):
+    """An objective whose heads are :func:`pooled_head` projectors (joint embedding,
+    supervised): the head features the probes read are the pooled vector before the MLP."""
+
+    head_key = "projectors"
+    pooling_heads = True
+
+    def head_features(
+        self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone
+    ) -> torch.Tensor:
+        assert isinstance(head, Projector)
+        return head.pooled(head_input(self.cfg.objective.pooling, backbone, k, h))
+
+
+class JointEmbedding(PooledHeadObjective):
     """Block k's output, pooled (``objective.pooling``), through block k's projector, for two
     views; the loss compares the two embeddings (``objective.*`` keys)."""
 
@@ -55,12 +69,6 @@ class JointEmbedding(Objective):
 
     def make_head(self, backbone: Backbone, k: int) -> nn.Module:
         return pooled_head(self.cfg, backbone, k, list(self.cfg.objective.projector))
-
-    def head_features(
-        self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone
-    ) -> torch.Tensor:
-        assert isinstance(head, Projector)
-        return head.pooled(head_input(self.cfg.objective.pooling, backbone, k, h))
 
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True

@@ -9,10 +9,9 @@ from torch import nn
 
 from bwssl.config import Config, ConfigError
 from bwssl.models.backbone import Backbone
-from bwssl.models.heads import Projector
 from bwssl.models.pooling import head_input
-from bwssl.objectives.base import Objective, StepData, StepKey
-from bwssl.objectives.joint_embedding import augmented_view, pooled_head
+from bwssl.objectives.base import StepData, StepKey
+from bwssl.objectives.joint_embedding import PooledHeadObjective, augmented_view, pooled_head
 
 DATA_CLASSES: dict[str, int] = {
     "ucf101": 101,
@@ -41,7 +40,7 @@ def class_count(cfg: Config) -> int:
     )
 
 
-class Supervised(Objective):
+class Supervised(PooledHeadObjective):
     """Block k's output, pooled (``objective.pooling``), through the projector's hidden layers
     (``objective.projector`` less its last width) and a last Linear (no bias) to the classes:
     the paper's full projection head with its output cut to the classes; with a one-width
@@ -68,12 +67,6 @@ class Supervised(Objective):
                 f"classes but the training set has {num_classes}; set "
                 f"objective.num_classes={num_classes}"
             )
-
-    def head_features(
-        self, k: int, h: torch.Tensor, head: nn.Module, backbone: Backbone
-    ) -> torch.Tensor:
-        assert isinstance(head, Projector)
-        return head.pooled(head_input(self.cfg.objective.pooling, backbone, k, h))
 
     def prepare(
         self, video: torch.Tensor, key: StepKey, rows: torch.Tensor, *, train: bool = True
